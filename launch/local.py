@@ -1,0 +1,56 @@
+"""Runs sweep members as local processes, at most ``parallelism`` at a time; no scheduler needed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from launch import manifest
+
+
+def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str], echo: bool) -> int:
+    job_dir = Path(member.job_dir)
+    with manifest.updating(sweep_dir) as sweep:
+        entry = sweep.members[member.index]
+        entry.state, entry.attempts, entry.submitted_at = "RUNNING", entry.attempts + 1, manifest.now()
+    with open(job_dir / "log.txt", "ab") as log:
+        process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        with manifest.updating(sweep_dir) as sweep:
+            sweep.members[member.index].job_ids.append(f"local:{process.pid}")
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+            if echo:
+                sys.stdout.write(f"  [{member.index}] {line.decode(errors='replace')}")
+                sys.stdout.flush()
+        code = process.wait()
+    with manifest.updating(sweep_dir) as sweep:
+        entry = sweep.members[member.index]
+        entry.state, entry.finished_at = ("COMPLETED" if code == 0 else "FAILED"), manifest.now()
+    return code
+
+
+def run_members(sweep_dir: Path, members: Sequence[manifest.Member], command: Sequence[str], parallelism: int = 1,
+                on_finish: Callable[[manifest.Member, int], None] | None = None, echo: bool = True) -> dict[int, int]:
+    """Run ``command + [job_dir]`` for each member; returns exit codes by member index."""
+    codes: dict[int, int] = {}
+    pending = list(members)
+    running: list[threading.Thread] = []
+
+    def work(member: manifest.Member) -> None:
+        codes[member.index] = _run_member(sweep_dir, member, command, echo)
+        if on_finish is not None:
+            on_finish(member, codes[member.index])
+
+    while pending or running:
+        running = [t for t in running if t.is_alive()]
+        while pending and len(running) < max(1, parallelism):
+            thread = threading.Thread(target=work, args=(pending.pop(0),), daemon=True)
+            thread.start()
+            running.append(thread)
+        time.sleep(0.2)
+    return codes

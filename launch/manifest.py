@@ -1,0 +1,82 @@
+"""The sweep manifest: one JSON file listing every member, the only record status/resume/report read.
+
+Updates take an exclusive lock on a sibling lock file and replace the JSON atomically, so two commands touching
+one sweep never interleave half-written state.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "sweep.json"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Member:
+    index: int
+    overrides: list[str]
+    job_dir: str
+    state: str = "PENDING"
+    attempts: int = 0
+    job_ids: list[str] = field(default_factory=list)
+    submitted_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass
+class Sweep:
+    sweep_dir: str
+    command: list[str]
+    launcher: str
+    created_at: str
+    members: list[Member]
+    swept_keys: list[str] = field(default_factory=list)
+
+
+def _write(path: Path, sweep: Sweep) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sweep.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(asdict(sweep), handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def create(sweep: Sweep) -> None:
+    path = Path(sweep.sweep_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write(path, sweep)
+
+
+def load(sweep_dir: Path | str) -> Sweep:
+    data: dict[str, Any] = json.loads((Path(sweep_dir) / MANIFEST).read_text())
+    data["members"] = [Member(**m) for m in data["members"]]
+    return Sweep(**data)
+
+
+def is_sweep(path: Path | str) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+@contextmanager
+def updating(sweep_dir: Path | str) -> Iterator[Sweep]:
+    """Read-modify-write under an exclusive lock."""
+    sweep_dir = Path(sweep_dir)
+    with open(sweep_dir / ".sweep.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sweep = load(sweep_dir)
+        yield sweep
+        _write(sweep_dir / MANIFEST, sweep)

@@ -1,0 +1,35 @@
+"""method_zoo: SSL forward functions, their losses, the EMA teacher wrapper and gradient-aware gathers.
+
+Depends on torch only; it knows nothing of Lightning, Hydra or SLURM.
+"""
+
+from method_zoo.errors import MethodError
+from method_zoo.forwards import (
+    barlow_twins_forward,
+    byol_forward,
+    nnclr_forward,
+    simclr_forward,
+    supervised_forward,
+    vicreg_forward,
+)
+from method_zoo.losses import BarlowTwinsLoss, BYOLLoss, NTXEntLoss, VICRegLoss
+from method_zoo.requirements import require_attributes
+from method_zoo.teacher_student import TeacherStudentWrapper
+from method_zoo.views import split_views
+
+__all__ = [
+    "BYOLLoss",
+    "BarlowTwinsLoss",
+    "MethodError",
+    "NTXEntLoss",
+    "TeacherStudentWrapper",
+    "VICRegLoss",
+    "barlow_twins_forward",
+    "byol_forward",
+    "nnclr_forward",
+    "require_attributes",
+    "simclr_forward",
+    "split_views",
+    "supervised_forward",
+    "vicreg_forward",
+]

@@ -1,0 +1,71 @@
+"""A student network plus its exponential-moving-average teacher (BYOL's target network)."""
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from method_zoo.errors import MethodError
+
+
+class TeacherStudentWrapper(nn.Module):
+    """Holds a trainable ``student`` and a ``teacher`` copy updated only by EMA of the student's weights.
+
+    The EMA coefficient follows a cosine schedule over *optimizer steps* from ``base_ema`` to
+    ``final_ema``. The caller invokes :meth:`update_teacher` once per optimizer step, so gradient
+    accumulation (several forwards per step) does not speed up the schedule.
+
+    Mode choice: the teacher is an ordinary submodule, so it follows the wrapper's train/eval mode. In
+    training, normalisation layers in the teacher therefore use batch statistics, as in BYOL's reference
+    implementation; the teacher never builds a graph because it only runs under ``torch.no_grad`` and its
+    parameters have ``requires_grad=False``. Its buffers (e.g. BN running stats) are overwritten with the
+    student's at each update, so in eval mode the teacher uses the student's running statistics.
+    """
+
+    def __init__(self, student: nn.Module, base_ema: float = 0.996, final_ema: float = 1.0) -> None:
+        super().__init__()
+        if not 0.0 <= base_ema <= 1.0 or not 0.0 <= final_ema <= 1.0:
+            raise MethodError(
+                f"TeacherStudentWrapper needs 0 <= base_ema, final_ema <= 1 (got {base_ema}, {final_ema})"
+            )
+        self.student = student
+        self.teacher = copy.deepcopy(student)
+        self.teacher.requires_grad_(False)
+        self.base_ema = base_ema
+        self.final_ema = final_ema
+        self.current_ema = base_ema
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        """Run the student (trainable path)."""
+        return self.student(*args, **kwargs)
+
+    @torch.no_grad()
+    def forward_teacher(self, *args: object, **kwargs: object) -> object:
+        """Run the teacher without building a graph."""
+        return self.teacher(*args, **kwargs)
+
+    def ema_at(self, step: int, total_steps: int) -> float:
+        """EMA coefficient after ``step`` of ``total_steps`` optimizer steps (clamped to the schedule)."""
+        if total_steps <= 0:
+            raise MethodError(
+                f"TeacherStudentWrapper needs total_steps > 0 for its EMA schedule (got {total_steps})"
+            )
+        progress = min(max(step / total_steps, 0.0), 1.0)
+        return self.final_ema - (self.final_ema - self.base_ema) * (math.cos(math.pi * progress) + 1) / 2
+
+    @torch.no_grad()
+    def update_teacher(self, step: int, total_steps: int) -> None:
+        """teacher <- tau * teacher + (1 - tau) * student, with tau from the schedule; buffers are copied."""
+        tau = self.ema_at(step, total_steps)
+        self.current_ema = tau
+        teacher_params = list(self.teacher.parameters())
+        student_params = [p.detach() for p in self.student.parameters()]
+        if teacher_params:
+            torch._foreach_mul_(teacher_params, tau)
+            torch._foreach_add_(teacher_params, student_params, alpha=1.0 - tau)
+        for t_buf, s_buf in zip(self.teacher.buffers(), self.student.buffers(), strict=True):
+            t_buf.copy_(s_buf)
+
+    def extra_repr(self) -> str:
+        return f"base_ema={self.base_ema}, final_ema={self.final_ema}"

@@ -1,0 +1,77 @@
+"""Online k-nearest-neighbour evaluation against a bank of unaugmented training embeddings."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orchestra.callbacks.accuracy import Top1Counter
+from orchestra.callbacks.keys import read_output
+
+
+def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
+                temperature: float) -> torch.Tensor:
+    """Weighted vote of the k most cosine-similar bank rows, weights ``exp(sim / T)`` (Wu et al. 2018)."""
+    similarity = F.normalize(queries.float(), dim=1) @ bank.T
+    top_sim, top_idx = similarity.topk(min(k, bank.shape[0]), dim=1)
+    votes = torch.zeros(queries.shape[0], num_classes, device=queries.device)
+    votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
+    return votes.argmax(dim=1)
+
+
+class KNNHead(nn.Module):
+    def __init__(self, name: str, input: str, target: str, num_classes: int, k: int, temperature: float) -> None:
+        super().__init__()
+        self.name, self.input, self.target = name, input, target
+        self.num_classes, self.k, self.temperature = num_classes, k, temperature
+        # The bank is rebuilt before every validation, so it is not worth a place in the checkpoint.
+        self.register_buffer("bank", torch.empty(0), persistent=False)
+        self.register_buffer("bank_labels", torch.empty(0, dtype=torch.long), persistent=False)
+        self.top1 = Top1Counter()
+
+    def training_loss(self, outputs: dict) -> None:
+        return None
+
+    def validation_update(self, outputs: dict) -> None:
+        features = read_output(outputs, self.input, f"OnlineKNN '{self.name}'")
+        targets = read_output(outputs, self.target, f"OnlineKNN '{self.name}'")
+        if self.bank.numel() == 0 or targets.numel() == 0:
+            return
+        predictions = knn_predict(features, self.bank, self.bank_labels, self.num_classes, self.k, self.temperature)
+        self.top1.update(predictions, targets)
+
+    def validation_compute(self) -> dict[str, float]:
+        value = self.top1.compute()
+        self.top1.reset()
+        return {f"{self.name}/top1": value}
+
+    @torch.no_grad()
+    def rebuild_bank(self, pl_module: pl.LightningModule, loader) -> None:
+        features, labels = [], []
+        for batch in loader:
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            outputs = pl_module(batch, stage="val")
+            features.append(F.normalize(read_output(outputs, self.input, f"OnlineKNN '{self.name}'").float(), dim=1))
+            labels.append(read_output(outputs, self.target, f"OnlineKNN '{self.name}'"))
+        self.bank, self.bank_labels = torch.cat(features), torch.cat(labels)
+
+
+class OnlineKNN(pl.Callback):
+    """kNN top-1 on the validation split; the bank holds the embeddings of the unaugmented training images."""
+
+    def __init__(self, name: str = "knn", input: str = "embedding", target: str = "label", num_classes: int = 10,
+                 k: int = 20, temperature: float = 0.07) -> None:
+        self.name, self.input, self.target = name, input, target
+        self.num_classes, self.k, self.temperature = num_classes, k, temperature
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.name not in pl_module.evaluators:
+            pl_module.evaluators[self.name] = KNNHead(self.name, self.input, self.target, self.num_classes, self.k,
+                                                      self.temperature)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        pl_module.evaluators[self.name].rebuild_bank(pl_module, trainer.datamodule.bank_dataloader())

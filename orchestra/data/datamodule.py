@@ -1,0 +1,95 @@
+"""The LightningDataModule every job uses: training views, validation images and the kNN bank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from orchestra.data.arrays import ImageArrays, load_arrays
+from orchestra.data.augment import PRESETS
+from orchestra.data.batches import AugmentedViews, EpochBatchSampler, PlainImages
+from orchestra.errors import UserError
+
+
+class Normalize:
+    """Per-channel standardisation with statistics measured on the training images."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        sample = images[:10_000].float().div(255)
+        self.mean = sample.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.std = sample.std(dim=(0, 2, 3)).clamp(min=1e-3).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        dataset: str = "mnist10k",
+        root: str | None = None,
+        download: bool = False,
+        batch_size: int = 256,
+        eval_batch_size: int = 1000,
+        views: int = 2,
+        augment: str = "digits",
+        image_size: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        train_limit: int | None = None,
+        val_limit: int | None = None,
+        **_: object,  # descriptive keys of the data config (channels, num_classes) are not loader settings
+    ) -> None:
+        super().__init__()
+        if augment not in PRESETS:
+            raise UserError(f"unknown data.augment '{augment}'; known: {', '.join(PRESETS)}")
+        if views < 1:
+            raise UserError(f"data.views must be at least 1, got {views}")
+        self.dataset, self.root, self.download = dataset, root, download
+        self.batch_size, self.eval_batch_size, self.views = batch_size, eval_batch_size, views
+        self.spec, self.image_size, self.seed = PRESETS[augment], image_size, seed
+        self.num_workers, self.train_limit, self.val_limit = num_workers, train_limit, val_limit
+        self.train: ImageArrays | None = None
+        self.test: ImageArrays | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train is None:
+            train, test = load_arrays(self.dataset, self.root, self.download)
+            self.train, self.test = train.head(self.train_limit), test.head(self.val_limit)
+            self.normalize = Normalize(self.train.images)
+            self.size = self.image_size or self.train.images.shape[-1]
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sharded: bool) -> DataLoader:
+        rank, world = self._rank() if sharded else (0, 1)
+        sampler = EpochBatchSampler(len(dataset), batch_size, self.seed, shuffle, drop_last=shuffle, rank=rank,
+                                    world_size=world)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        views = AugmentedViews(self.train, self.spec, self.views, self.size, self.seed, self.normalize)
+        return self._loader(views, self.batch_size, shuffle=True, sharded=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(PlainImages(self.test, self.size, self.normalize), self.eval_batch_size, False, True)
+
+    def bank_dataloader(self) -> DataLoader:
+        """Unaugmented training images for the kNN bank; every rank reads all of them."""
+        return self._loader(PlainImages(self.train, self.size, self.normalize), self.eval_batch_size, False, False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.train.labels.max()) + 1
+
+
+def build_datamodule(data_cfg: dict, seed: int) -> ImageDataModule:
+    options: dict[str, Callable | object] = dict(data_cfg)
+    options["seed"] = seed
+    return ImageDataModule(**options)

@@ -1,0 +1,126 @@
+"""The job body: a job directory's config.yaml -> seeded Trainer.fit -> results.json.
+
+Run as ``python -m orchestra.job JOB_DIR`` by launchers, or through ``run_job`` in-process. A job started again in
+the same directory resumes from ``checkpoints/last.ckpt`` and keeps counting attempts and wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from orchestra.atomic import write_json
+from orchestra.errors import UserError
+from orchestra.results import EVALUATION_PROTOCOL, read_results
+
+RESULTS = "results.json"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    import lightning.pytorch as pl
+    from hydra.utils import instantiate
+
+    from orchestra.checkpointing import AtomicCheckpointIO, LastCheckpoint
+    from orchestra.data.datamodule import build_datamodule
+    from orchestra.floors import knn_floors
+    from orchestra.history import ValidationHistory
+    from orchestra.loggers import build_logger
+
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed))
+    datamodule.setup("fit")
+    module = instantiate(cfg.module, _convert_="all")
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    history = ValidationHistory()
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if "SLURM_JOB_ID" in os.environ:
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns requeueing; two owners would fight
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        default_root_dir=str(job_dir),
+        callbacks=[*callbacks, history, LastCheckpoint(job_dir / "checkpoints")],
+        logger=build_logger(cfg.logger, job_dir, run_name=job_dir.name),
+        plugins=plugins,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # our batch sampler shards each global batch itself
+    )
+    last = job_dir / "checkpoints" / "last.ckpt"
+    if "floors" not in results and is_rank_zero():
+        results["floors"] = knn_floors(module, datamodule)
+    if last.exists():
+        print(f"resuming from {last}", flush=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    results["history"] = history.records
+    results["metrics"] = history.records[-1]["metrics"] if history.records else {}
+    return results
+
+
+def is_rank_zero() -> bool:
+    """Decided from the environment before any process group exists: only rank 0 writes job-directory files."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def run_job(job_dir: Path | str) -> dict[str, Any]:
+    job_dir = Path(job_dir).resolve()
+    config_file = job_dir / "config.yaml"
+    if not config_file.exists():
+        raise UserError(f"{job_dir} is not a job directory (no config.yaml); create one with orchestra train/sweep")
+    cfg = OmegaConf.load(config_file)
+    results = read_results(job_dir / RESULTS)
+    results.update(state="RUNNING", attempts=results.get("attempts", 0) + 1, method=cfg.get("method_name"),
+                   started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir))
+    results.pop("error", None)
+    writer = is_rank_zero()
+    if writer:
+        write_json(job_dir / RESULTS, results)
+    started = time.monotonic()
+    wall_before = float(results.get("wall_time_s", 0.0))
+    try:
+        _fit(cfg, job_dir, results)
+        results["state"] = "COMPLETED"
+    except BaseException as err:
+        results["state"] = "FAILED"
+        results["error"] = str(err) if isinstance(err, UserError | ValueError) else f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
+        results["finished_at"] = _now()
+        if writer:
+            write_json(job_dir / RESULTS, results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    from method_zoo import MethodError
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m orchestra.job JOB_DIR", file=sys.stderr)
+        return 2
+    try:
+        run_job(args[0])
+    except (UserError, MethodError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

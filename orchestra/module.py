@@ -1,0 +1,113 @@
+"""The Lightning Module: a plain forward function bound to an object that holds the method's parts."""
+
+from __future__ import annotations
+
+import importlib
+import types
+from collections.abc import Callable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from method_zoo import TeacherStudentWrapper
+from orchestra.errors import UserError
+from orchestra.optim import build_optimizer, build_scheduler
+
+DEFAULT_OPTIM = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0, "min_lr_ratio": 0.0}
+
+
+def resolve_forward(forward: Callable | str) -> Callable:
+    """A callable, or a dotted path such as ``method_zoo.simclr_forward``."""
+    if callable(forward):
+        return forward
+    module_name, _, attribute = str(forward).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError):
+        import method_zoo
+
+        known = ", ".join(f"method_zoo.{name}" for name in method_zoo.__all__ if name.endswith("_forward"))
+        raise UserError(f"forward '{forward}' cannot be imported; known forwards: {known}") from None
+
+
+class Module(pl.LightningModule):
+    """``Module(forward=..., backbone=..., projector=..., simclr_loss=..., optim=..., hparams=...)``.
+
+    Every keyword becomes an attribute that the forward reads through ``self``. Evaluators that callbacks attach
+    (probes, kNN) live in ``self.evaluators`` and feature queues in ``self.queues``: real submodules and buffers,
+    so checkpoints, device moves and DDP see them and no method is ever patched.
+    """
+
+    def __init__(self, forward: Callable | str, optim: dict | None = None, hparams: dict | None = None,
+                 **parts: Any) -> None:
+        super().__init__()
+        self.forward_fn = resolve_forward(forward)
+        self.forward = types.MethodType(self.forward_fn, self)
+        for name, part in parts.items():
+            setattr(self, name, part)
+        self.optim = {**DEFAULT_OPTIM, **(optim or {})}
+        self.hparams.update(hparams or {})
+        self.evaluators = nn.ModuleDict()
+        self.queues = nn.ModuleDict()
+
+    @property
+    def method_name(self) -> str:
+        return self.forward_fn.__name__
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        outputs = self(batch, stage="train")
+        if not isinstance(outputs, dict) or "loss" not in outputs:
+            keys = ", ".join(sorted(outputs)) if isinstance(outputs, dict) else type(outputs).__name__
+            raise UserError(f"{self.method_name} returned no 'loss' at stage 'train' (it returned: {keys}); "
+                            f"a training forward must set out['loss']")
+        loss = outputs["loss"]
+        self.log("train/loss", loss, prog_bar=True, batch_size=self._batch_size(batch))
+        for name, evaluator in self.evaluators.items():
+            extra = evaluator.training_loss(outputs)
+            if extra is not None:
+                self.log(f"{name}/train_loss", extra, batch_size=self._batch_size(batch))
+                loss = loss + extra
+        return {**outputs, "loss": loss}
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        outputs = self(batch, stage="val")
+        for evaluator in self.evaluators.values():
+            evaluator.validation_update(outputs)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        for evaluator in self.evaluators.values():
+            for key, value in evaluator.validation_compute().items():
+                self.log(key, value, prog_bar=True, rank_zero_only=True)
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After the real optimizer step only, so gradient accumulation does not run the EMA schedule faster.
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        for part in self.modules():
+            if isinstance(part, TeacherStudentWrapper):
+                part.update_teacher(self.trainer.global_step + 1, total)
+
+    def configure_optimizers(self) -> dict:
+        evaluator_params = {id(p) for p in self.evaluators.parameters()}
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in evaluator_params]
+        groups: list[dict] = [{"params": main}]
+        for evaluator in self.evaluators.values():
+            params = [p for p in evaluator.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": evaluator.lr, "weight_decay": 0.0, "evaluator": True,
+                               "lars_exclude": True})
+        optimizer = build_optimizer(groups=groups, **self.optim)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(self.optim.get("warmup_epochs", 0) * steps_per_epoch)
+        scheduler = build_scheduler(optimizer, total, warmup, self.optim.get("min_lr_ratio", 0.0))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @staticmethod
+    def _batch_size(batch: dict) -> int:
+        image = batch.get("image")
+        return int(image.shape[0]) if isinstance(image, torch.Tensor) else 1

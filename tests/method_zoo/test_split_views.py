@@ -1,0 +1,61 @@
+"""split_views regroups shuffled multi-view rows and rejects the wrong number of views."""
+
+import pytest
+import torch
+
+from method_zoo import MethodError, split_views
+
+
+def _shuffled_batch(n_images: int, n_views: int, seed: int = 0):
+    sample_idx = torch.arange(n_images).repeat_interleave(n_views)
+    view_id = torch.arange(n_views).repeat(n_images)
+    # Row content encodes (image, view) so alignment is checkable after any permutation.
+    x = torch.stack([sample_idx * 10 + view_id, -sample_idx], dim=1).float()
+    perm = torch.randperm(n_images * n_views, generator=torch.Generator().manual_seed(seed))
+    return x[perm], sample_idx[perm], view_id[perm]
+
+
+def test_shuffled_rows_are_regrouped_by_image():
+    x, sample_idx, _ = _shuffled_batch(n_images=5, n_views=2, seed=3)
+    a, b = split_views(x, sample_idx, n_views=2, method="simclr_forward")
+    assert a.shape == b.shape == (5, 2)
+    # Same image on each row of both views, and the two rows are different views.
+    torch.testing.assert_close(a[:, 1], b[:, 1])
+    assert torch.all(a[:, 0] // 10 == b[:, 0] // 10)
+    assert torch.all(a[:, 0] != b[:, 0])
+    assert sorted((-a[:, 1]).long().tolist()) == list(range(5))
+
+
+def test_views_keep_their_batch_order_within_an_image():
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    a, b = split_views(x, torch.tensor([7, 3, 3, 7]), n_views=2, method="m")
+    torch.testing.assert_close(a, torch.tensor([[1.0], [0.0]]))  # image 3 first, then image 7
+    torch.testing.assert_close(b, torch.tensor([[2.0], [3.0]]))
+
+
+def test_gradient_reaches_original_rows():
+    x, sample_idx, _ = _shuffled_batch(n_images=3, n_views=2)
+    x.requires_grad_()
+    a, b = split_views(x, sample_idx, 2, "m")
+    (a.sum() + 2 * b.sum()).backward()
+    assert sorted(x.grad[:, 0].tolist()) == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+
+
+def test_three_views_to_a_two_view_method_raises_one_line_error():
+    x, sample_idx, _ = _shuffled_batch(n_images=4, n_views=3)
+    with pytest.raises(MethodError) as info:
+        split_views(x, sample_idx, n_views=2, method="simclr_forward")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "simclr_forward needs 2 views per image but the batch has 3" in message
+    assert "data.views=2" in message
+
+
+def test_ragged_view_counts_are_reported():
+    with pytest.raises(MethodError, match="between 1 and 2"):
+        split_views(torch.zeros(3, 2), torch.tensor([0, 0, 1]), 2, "vicreg_forward")
+
+
+def test_sample_idx_of_wrong_length_is_a_method_error():
+    with pytest.raises(MethodError, match="one entry per row"):
+        split_views(torch.zeros(4, 2), torch.tensor([0, 0, 1]), 2, "m")

@@ -1,0 +1,109 @@
+"""TeacherStudentWrapper: EMA schedule, update rule, gradient isolation, per-optimizer-step semantics."""
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from method_zoo import MethodError, TeacherStudentWrapper
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def test_schedule_endpoints_and_midpoint():
+    w = TeacherStudentWrapper(_net(), base_ema=0.996, final_ema=1.0)
+    assert w.current_ema == 0.996
+    w.update_teacher(0, 100)
+    assert math.isclose(w.current_ema, 0.996, abs_tol=1e-15)
+    w.update_teacher(50, 100)
+    assert math.isclose(w.current_ema, 0.998, abs_tol=1e-15)
+    w.update_teacher(25, 100)
+    expected = 1.0 - 0.004 * (math.cos(math.pi / 4) + 1) / 2
+    assert math.isclose(w.current_ema, expected, abs_tol=1e-15)
+    w.update_teacher(100, 100)
+    assert w.current_ema == 1.0
+    w.update_teacher(150, 100)  # past the end stays at the final value
+    assert w.current_ema == 1.0
+
+
+def test_non_positive_total_steps_is_a_method_error():
+    with pytest.raises(MethodError, match="total_steps > 0"):
+        TeacherStudentWrapper(_net()).update_teacher(0, 0)
+
+
+def test_ema_formula_on_parameters_and_buffer_copy():
+    w = TeacherStudentWrapper(_net(), base_ema=0.9, final_ema=0.9)
+    with torch.no_grad():
+        for p in w.student.parameters():
+            p.add_(1.0)
+        w.student[1].running_mean.fill_(3.0)
+    teacher_before = [p.clone() for p in w.teacher.parameters()]
+    w.update_teacher(5, 10)
+    for t, t0, s in zip(w.teacher.parameters(), teacher_before, w.student.parameters(), strict=True):
+        torch.testing.assert_close(t, 0.9 * t0 + 0.1 * s)
+    torch.testing.assert_close(w.teacher[1].running_mean, torch.full((4,), 3.0))
+
+
+def test_teacher_gets_no_gradient_and_forward_is_student():
+    w = TeacherStudentWrapper(_net())
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(w(x), w.student(x))
+    t_out = w.forward_teacher(x)
+    assert not t_out.requires_grad
+    w(x).sum().backward()
+    assert all(p.grad is None and not p.requires_grad for p in w.teacher.parameters())
+    assert all(p.grad is not None for p in w.student.parameters())
+
+
+def test_teacher_follows_wrapper_mode_and_is_checkpointed():
+    w = TeacherStudentWrapper(_net())
+    w.eval()
+    assert not w.teacher.training
+    w.train()
+    assert w.teacher.training
+    keys = w.state_dict().keys()
+    assert any(k.startswith("teacher.") for k in keys) and any(k.startswith("student.") for k in keys)
+
+
+def _train(micro_batches_per_step: int, steps: int, data: torch.Tensor) -> TeacherStudentWrapper:
+    torch.manual_seed(1)
+    w = TeacherStudentWrapper(nn.Linear(3, 2, dtype=torch.float64), base_ema=0.5, final_ema=0.9)
+    opt = torch.optim.SGD(w.student.parameters(), lr=0.1)
+    for step in range(steps):
+        opt.zero_grad()
+        for chunk in data[step].chunk(micro_batches_per_step):
+            (w(chunk).pow(2).mean() / micro_batches_per_step).backward()
+        opt.step()
+        w.update_teacher(step + 1, steps)  # once per optimizer step
+    return w
+
+
+def test_accumulation_does_not_change_the_teacher():
+    torch.manual_seed(0)
+    data = torch.randn(4, 8, 3, dtype=torch.float64)
+    plain = _train(1, 4, data)
+    accumulated = _train(4, 4, data)
+    for a, b in zip(plain.teacher.parameters(), accumulated.teacher.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert accumulated.current_ema == 0.9
+
+
+def test_k_updates_compose_k_ema_steps():
+    w = TeacherStudentWrapper(nn.Linear(2, 2, dtype=torch.float64), base_ema=0.8, final_ema=0.95)
+    expected = copy.deepcopy(w.teacher)
+    for step in range(3):
+        with torch.no_grad():
+            for p in w.student.parameters():
+                p.add_(step + 1.0)
+        tau = 0.95 - 0.15 * (math.cos(math.pi * step / 3) + 1) / 2
+        with torch.no_grad():
+            for e, s in zip(expected.parameters(), w.student.parameters(), strict=True):
+                e.copy_(tau * e + (1 - tau) * s)
+        w.update_teacher(step, 3)
+    for a, b in zip(w.teacher.parameters(), expected.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
