@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -12,13 +13,23 @@ from pathlib import Path
 from launch import manifest
 
 
-def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str], echo: bool) -> int:
+def _member_env(parallelism: int) -> dict[str, str]:
+    """Share the cores between concurrent members; oversubscribed math libraries slow everyone down."""
+    env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, parallelism)))
+    return env
+
+
+def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str], echo: bool,
+                parallelism: int = 1) -> int:
     job_dir = Path(member.job_dir)
     with manifest.updating(sweep_dir) as sweep:
         entry = sweep.members[member.index]
         entry.state, entry.attempts, entry.submitted_at = "RUNNING", entry.attempts + 1, manifest.now()
     with open(job_dir / "log.txt", "ab") as log:
-        process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env=_member_env(parallelism))
         with manifest.updating(sweep_dir) as sweep:
             sweep.members[member.index].job_ids.append(f"local:{process.pid}")
         for line in process.stdout:
@@ -42,7 +53,7 @@ def run_members(sweep_dir: Path, members: Sequence[manifest.Member], command: Se
     running: list[threading.Thread] = []
 
     def work(member: manifest.Member) -> None:
-        codes[member.index] = _run_member(sweep_dir, member, command, echo)
+        codes[member.index] = _run_member(sweep_dir, member, command, echo, parallelism)
         if on_finish is not None:
             on_finish(member, codes[member.index])
 

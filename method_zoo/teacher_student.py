@@ -19,8 +19,9 @@ class TeacherStudentWrapper(nn.Module):
     Mode choice: the teacher is an ordinary submodule, so it follows the wrapper's train/eval mode. In
     training, normalisation layers in the teacher therefore use batch statistics, as in BYOL's reference
     implementation; the teacher never builds a graph because it only runs under ``torch.no_grad`` and its
-    parameters have ``requires_grad=False``. Its buffers (e.g. BN running stats) are overwritten with the
-    student's at each update, so in eval mode the teacher uses the student's running statistics.
+    parameters have ``requires_grad=False``. Its buffers (BN running statistics) are its own, updated by its own
+    train-mode forwards: the student's statistics describe the student's activations, and a slowly moving teacher
+    normalised with them gives near-chance features in eval mode (seen: BYOL probe top-1 0.11 on MNIST).
     """
 
     def __init__(self, student: nn.Module, base_ema: float = 0.996, final_ema: float = 1.0) -> None:
@@ -56,7 +57,7 @@ class TeacherStudentWrapper(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, step: int, total_steps: int) -> None:
-        """teacher <- tau * teacher + (1 - tau) * student, with tau from the schedule; buffers are copied."""
+        """teacher <- tau * teacher + (1 - tau) * student, with tau from the schedule; buffers stay the teacher's."""
         tau = self.ema_at(step, total_steps)
         self.current_ema = tau
         teacher_params = list(self.teacher.parameters())
@@ -64,8 +65,6 @@ class TeacherStudentWrapper(nn.Module):
         if teacher_params:
             torch._foreach_mul_(teacher_params, tau)
             torch._foreach_add_(teacher_params, student_params, alpha=1.0 - tau)
-        for t_buf, s_buf in zip(self.teacher.buffers(), self.student.buffers(), strict=True):
-            t_buf.copy_(s_buf)
 
     def extra_repr(self) -> str:
         return f"base_ema={self.base_ema}, final_ema={self.final_ema}"

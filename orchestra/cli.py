@@ -87,13 +87,14 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
     import sys as _sys
 
     from launch import local, manifest
-    from orchestra.config import compose, expand
+    from orchestra.config import SECRET_KEY, compose, expand, redact_overrides
     from orchestra.report import print_report
 
     members = expand(overrides)
     configs = [compose(member) for member in members]  # every member is validated before anything runs
+    members = [redact_overrides(m) for m in members]  # secrets never reach the manifest, dir names or terminal
     values = [dict(o.split("=", 1) for o in m if "=" in o) for m in members]
-    keys = list(dict.fromkeys(k for v in values for k in v))
+    keys = list(dict.fromkeys(k for v in values for k in v if not SECRET_KEY.search(k)))
     swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys[:1]
     sweep_dir = _unique_dir(Path(configs[0].output_root) / "sweeps" / _stamp())
     entries = [manifest.Member(index=i, overrides=m, job_dir=str((sweep_dir / _member_name(i, m, swept)).resolve()))
@@ -105,7 +106,8 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
         return 0
     for entry, cfg in zip(entries, configs, strict=True):
         _prepare_job_dir(Path(entry.job_dir), cfg)
-    manifest.create(manifest.Sweep(sweep_dir=str(sweep_dir.resolve()), command=["orchestra", "sweep", *overrides],
+    manifest.create(manifest.Sweep(sweep_dir=str(sweep_dir.resolve()),
+                                   command=["orchestra", "sweep", *redact_overrides(overrides)],
                                    launcher=str(configs[0].launcher.name), created_at=manifest.now(),
                                    members=entries, swept_keys=swept))
     print(f"sweep directory: {sweep_dir}  ({len(members)} members, local, "
@@ -121,6 +123,10 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # wandb records sys.argv in its run metadata; our own parsing uses `args` from here on
+        from orchestra.config import redact_overrides
+
+        sys.argv[1:] = redact_overrides(args)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_help())
         return 0

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestra.errors import UserError
 
-GROUPS = ("method", "backbone", "data", "logger", "trainer")
+GROUPS = ("method", "backbone", "data", "logger", "trainer", "experiment")
 
 
 def group_options(group: str) -> list[str]:
@@ -93,13 +93,20 @@ def compose(overrides: list[str]) -> DictConfig:
             raise UserError(_explain_override_error(str(err), base)) from None
 
 
-def resolve(cfg: DictConfig) -> DictConfig:
-    """Resolve interpolations once so a job directory's config.yaml is complete and readable on its own."""
-    from omegaconf.errors import OmegaConfBaseException
+def resolved_container(cfg: DictConfig) -> dict:
+    """Interpolations resolved once, so a job directory's config.yaml is complete and readable on its own."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
     try:
-        return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        key = getattr(err, "full_key", None) or str(err).splitlines()[0]
+        raise UserError(f"config value '{key}' is required; set it on the command line: {key}=...") from None
     except OmegaConfBaseException as err:
+        missing = re.search(r"Missing mandatory value: ([\w.]+)", str(err))
+        if missing:
+            key = missing.group(1)
+            raise UserError(f"config value '{key}' is required; set it on the command line: {key}=...") from None
         raise UserError(f"config cannot be resolved: {str(err).splitlines()[0]}") from None
 
 
@@ -115,5 +122,14 @@ def redact(node):
     return node
 
 
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides with the values of secret-looking keys replaced (``+logger.api_key=<redacted>``)."""
+    redacted = []
+    for text in overrides:
+        key, sep, _ = text.partition("=")
+        redacted.append(f"{key}=<redacted>" if sep and SECRET_KEY.search(key) else text)
+    return redacted
+
+
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.create(redact(OmegaConf.to_container(cfg, resolve=True))))
+    return OmegaConf.to_yaml(OmegaConf.create(redact(resolved_container(cfg))))

@@ -20,7 +20,12 @@ def _features(module, loader, key: str | None) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(features), torch.cat(labels)
 
 
+MAX_BANK = 60_000  # beyond MNIST/CIFAR sizes the floors cost as much as an epoch; skip them there
+
+
 def knn_floors(module, datamodule, k: int = 20, temperature: float = 0.07) -> dict[str, float]:
+    if len(datamodule.train) > MAX_BANK or getattr(datamodule, "is_folder", False):
+        return {}
     was_training = module.training
     module.eval()
     floors = {}

@@ -6,10 +6,12 @@ the same directory resumes from ``checkpoints/last.ckpt`` and keeps counting att
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _quiet_lightning() -> None:
+    """Job logs carry our progress lines; Lightning's tips and third-party deprecation notes only bury them."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
@@ -37,6 +46,7 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     from orchestra.history import ValidationHistory
     from orchestra.loggers import build_logger
 
+    _quiet_lightning()
     pl.seed_everything(int(cfg.seed), verbose=False)
     datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed))
     datamodule.setup("fit")

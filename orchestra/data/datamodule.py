@@ -56,11 +56,25 @@ class ImageDataModule(pl.LightningDataModule):
         self.test: ImageArrays | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        if self.dataset == "imagefolder":
+            self._setup_folders()
+            return
         if self.train is None:
             train, test = load_arrays(self.dataset, self.root, self.download)
             self.train, self.test = train.head(self.train_limit), test.head(self.val_limit)
             self.normalize = Normalize(self.train.images)
             self.size = self.image_size or self.train.images.shape[-1]
+
+    def _setup_folders(self) -> None:
+        from orchestra.data.imagefolder import FolderBatches
+
+        size = self.image_size or 224
+        self.folders = {
+            "train": FolderBatches(self.root, "train", size, self.views, self.seed),
+            "val": FolderBatches(self.root, "val", size, 0, self.seed),
+            "bank": FolderBatches(self.root, "train", size, 0, self.seed),
+        }
+        self.train = self.folders["train"]
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -74,19 +88,29 @@ class ImageDataModule(pl.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
+        if self.dataset == "imagefolder":
+            return self._loader(self.folders["train"], self.batch_size, shuffle=True, sharded=True)
         views = AugmentedViews(self.train, self.spec, self.views, self.size, self.seed, self.normalize)
         return self._loader(views, self.batch_size, shuffle=True, sharded=True)
 
     def val_dataloader(self) -> DataLoader:
+        if self.dataset == "imagefolder":
+            return self._loader(self.folders["val"], self.eval_batch_size, False, True)
         return self._loader(PlainImages(self.test, self.size, self.normalize), self.eval_batch_size, False, True)
 
     def bank_dataloader(self) -> DataLoader:
         """Unaugmented training images for the kNN bank; every rank reads all of them."""
+        if self.dataset == "imagefolder":
+            return self._loader(self.folders["bank"], self.eval_batch_size, False, False)
         return self._loader(PlainImages(self.train, self.size, self.normalize), self.eval_batch_size, False, False)
 
     @property
     def num_classes(self) -> int:
         return int(self.train.labels.max()) + 1
+
+    @property
+    def is_folder(self) -> bool:
+        return self.dataset == "imagefolder"
 
 
 def build_datamodule(data_cfg: dict, seed: int) -> ImageDataModule:

@@ -1,0 +1,122 @@
+"""Helpers shared by the orchestra tests: tiny-run overrides, running the CLI, and a simulated preemption.
+
+This module sits next to the tests (pytest puts tests/orchestra on sys.path), so Hydra ``_target_`` strings such as
+``orchestra_testkit.PreemptAfterEpoch`` resolve in-process. Subprocesses get it through PYTHONPATH (see ``run_cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ORCHESTRA_SCRIPT = REPO / ".venv" / "bin" / "orchestra"
+
+# Small enough for two slow CPU cores: 4 training steps of 64 images, a 256-image kNN bank, 128 validation images.
+TINY = [
+    "data.train_limit=256",
+    "data.val_limit=128",
+    "data.batch_size=64",
+    "data.eval_batch_size=256",
+    "trainer.max_epochs=1",
+    "logger=none",
+]
+
+# Narrow heads per method; the shipped widths (up to 1024) dominate the step time on CPU.
+SMALL_HEADS = {
+    "simclr": ["module.hparams.proj_hidden_dim=64", "module.hparams.proj_dim=32"],
+    "nnclr": ["module.hparams.proj_hidden_dim=64", "module.hparams.pred_hidden_dim=64",
+              "module.hparams.projection_dim=32", "module.hparams.support_set_size=512"],
+    "byol": ["module.hparams.proj_hidden_dim=64", "module.hparams.pred_hidden_dim=64",
+             "module.hparams.projection_dim=32"],
+    "vicreg": ["module.hparams.proj_dim=64"],
+    "barlow_twins": ["module.hparams.proj_dim=64"],
+    "supervised": [],
+}
+
+
+def tiny_overrides(output_root: Path, method: str = "simclr", *extra: str) -> list[str]:
+    """Overrides for a seconds-long run of ``method`` writing only under ``output_root``."""
+    return [f"method={method}", *TINY, *SMALL_HEADS[method], f"output_root={output_root}", *extra]
+
+
+def subprocess_env(extra_paths: tuple[str, ...] = (), **extra: str) -> dict[str, str]:
+    """The environment for CLI subprocesses: no wandb network or SLURM variables, and this folder plus
+    ``extra_paths`` importable (for helper forwards and callbacks named in overrides).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "SLURM_"))}
+    paths = [*extra_paths, str(HERE), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    env.update(WANDB_MODE="offline", PYTHONPATH=os.pathsep.join(paths), **extra)
+    return env
+
+
+def cli_command() -> list[str]:
+    """The installed ``orchestra`` console script (falling back to ``python -m orchestra.cli``)."""
+    return [str(ORCHESTRA_SCRIPT)] if ORCHESTRA_SCRIPT.exists() else [sys.executable, "-m", "orchestra.cli"]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli_command(), *args], cwd=cwd, env=env or subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_cli_concurrently(runs: dict[str, tuple[list[str], Path, dict[str, str] | None]],
+                         timeout: float = 300) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Several CLI invocations at once (name -> (args, cwd, env)); most of each is the torch import, which
+    overlaps well, so this saves suite time without changing what each process sees.
+    """
+    processes = {
+        name: subprocess.Popen([*cli_command(), *args], cwd=cwd, env=env or subprocess_env(), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for name, (args, cwd, env) in runs.items()
+    }
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=timeout)
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return results
+
+
+def only_job_dir(output_root: Path) -> Path:
+    """The single job directory ``orchestra train`` created under ``output_root``."""
+    job_dirs = sorted((Path(output_root) / "train").iterdir())
+    assert len(job_dirs) == 1, job_dirs
+    return job_dirs[0]
+
+
+def train_in_process(overrides: list[str]) -> Path:
+    """``orchestra train`` through ``orchestra.cli.main``; returns the job directory (one per output_root)."""
+    from orchestra.cli import main
+
+    output_root = next(o.split("=", 1)[1] for o in overrides if o.startswith("output_root="))
+    assert main(["train", *overrides]) == 0
+    return only_job_dir(Path(output_root))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+class SimulatedPreemption(RuntimeError):
+    """Raised by PreemptAfterEpoch: the process dies the way a killed job would, after a checkpoint was saved."""
+
+
+class PreemptAfterEpoch(pl.Callback):
+    """Kills the run at the start of epoch ``epoch`` (0-based), i.e. right after the previous epoch's
+    validation and its ``last.ckpt``; the job's own config (max_epochs, schedules) is untouched.
+    """
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise SimulatedPreemption(f"simulated preemption at the start of epoch {self.epoch}")
