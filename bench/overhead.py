@@ -42,20 +42,12 @@ Parts = tuple[nn.Module, nn.Module]  # backbone, projector
 Batch = dict[str, torch.Tensor]
 
 
-def tiny_parts() -> Parts:
-    backbone = SmallCNN(in_channels=1, widths=(32, 64), strides=(2, 2), pool=7)
-    return backbone, nn.Sequential(nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, 128))
-
-
-def resnet18_parts() -> Parts:
-    backbone = from_torchvision("resnet18", low_resolution=True)
-    return backbone, nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128))
-
-
-# case -> (parts factory, image shape [C, H, W], images N per batch; a batch holds 2N views)
+# case -> (backbone and projector factory, image shape [C, H, W], images N per batch; a batch holds 2N views)
 CASES: dict[str, tuple[Callable[[], Parts], tuple[int, int, int], int]] = {
-    "tiny": (tiny_parts, (1, 28, 28), 256),
-    "resnet18": (resnet18_parts, (3, 32, 32), 64),
+    "tiny": (lambda: (SmallCNN(in_channels=1, widths=(32, 64), strides=(2, 2), pool=7),
+                      nn.Sequential(nn.Linear(3136, 512), nn.ReLU(), nn.Linear(512, 128))), (1, 28, 28), 256),
+    "resnet18": (lambda: (from_torchvision("resnet18", low_resolution=True),
+                          nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 128))), (3, 32, 32), 64),
 }
 
 
@@ -139,7 +131,6 @@ def bench_case(name: str, repeats: int, steps: int) -> list[str]:
 BARE_LIGHTNING = """
 import lightning.pytorch as pl, torch
 from torch import nn
-
 class Tiny(pl.LightningModule):
     def __init__(self):
         super().__init__()
@@ -148,7 +139,6 @@ class Tiny(pl.LightningModule):
         return self.net(batch[0]).pow(2).mean()
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
-
 data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 32)), batch_size=32)
 pl.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
            enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0).fit(Tiny(), data)
@@ -186,6 +176,14 @@ def startup_rows(runs: int) -> list[list[str]]:
             for label, t in times.items()]
 
 
+def cpu_name() -> str:
+    """platform.processor() is empty on Linux; /proc/cpuinfo names the model."""
+    info = Path("/proc/cpuinfo")
+    models = [ln.split(":", 1)[1].strip() for ln in info.read_text().splitlines()
+              if ln.startswith("model name")] if info.exists() else []
+    return models[0] if models else platform.processor() or platform.machine()
+
+
 def show(title: str, headers: list[str], rows: list[list[str]], markdown: bool) -> None:
     if markdown:
         print(f"\n**{title}**\n\n| " + " | ".join(headers) + " |\n|" + "|".join(["---"] + ["---:"] * (len(headers) - 1))
@@ -218,7 +216,7 @@ def main() -> None:
     # Lightning's banners and tips (no GPU, few workers, log interval) say nothing about speed and bury the table.
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-    print(f"torch {torch.__version__}, lightning {pl.__version__}, {CORES} threads, {platform.processor() or '?'}, "
+    print(f"torch {torch.__version__}, lightning {pl.__version__}, {CORES} threads, {cpu_name()}, "
           f"{args.repeats} repeats x {args.steps} steps (first {WARMUP} dropped)")
     if cases:
         rows = [bench_case(name, args.repeats, args.steps) for name in cases]

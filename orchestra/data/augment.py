@@ -25,16 +25,13 @@ class AugmentSpec:
     horizontal_flip: bool = False
     color_jitter: float = 0.0  # strength of brightness/contrast/saturation jitter, applied with p=0.8
     grayscale_p: float = 0.0
-    shear_degrees: float = 0.0
-    stroke_p: float = 0.0  # probability of thickening or thinning strokes (a 3x3 max/min filter)
 
 
 PRESETS = {
-    # Digits change meaning when flipped and have no colour; crops and small rotations are the useful views.
-    "digits": AugmentSpec(crop_scale=(0.5, 1.0), rotation_degrees=10.0),
-    "digits_g": AugmentSpec(crop_scale=(0.6, 1.4), rotation_degrees=15.0),
-    "digits_h": AugmentSpec(crop_scale=(0.6, 1.4), rotation_degrees=15.0, shear_degrees=15.0, stroke_p=0.5),
-    "digits_s": AugmentSpec(crop_scale=(0.6, 1.4), rotation_degrees=15.0, stroke_p=0.5),
+    # Digits change meaning when flipped and have no colour. Zooming out as well as in (area 0.6-1.4) keeps the
+    # training views centred on the unaugmented images that kNN and the probe see; it beat zoom-in-only crops
+    # (0.3-1.0 and 0.5-1.0) by about 1 point of kNN top-1 after 5 SimCLR epochs on the shipped digits.
+    "digits": AugmentSpec(crop_scale=(0.6, 1.4), rotation_degrees=15.0),
     # The SimCLR recipe for natural images (crop, flip, colour jitter 0.4, grayscale 0.2).
     "natural": AugmentSpec(crop_scale=(0.2, 1.0), horizontal_flip=True, color_jitter=0.4, grayscale_p=0.2),
 }
@@ -58,28 +55,16 @@ def random_resized_crop(images: torch.Tensor, spec: AugmentSpec, size: int, gen:
     flip = torch.ones(n)
     if spec.horizontal_flip:
         flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
-    shear = torch.tan(torch.deg2rad(_uniform(n, -spec.shear_degrees, spec.shear_degrees, gen)))
     cos, sin = angle.cos(), angle.sin()
     theta = torch.stack(
         [
-            torch.stack([half_w * cos * flip, -half_h * sin + shear * half_h * cos, cx], dim=1),
-            torch.stack([half_w * sin * flip, half_h * cos + shear * half_h * sin, cy], dim=1),
+            torch.stack([half_w * cos * flip, -half_h * sin, cx], dim=1),
+            torch.stack([half_w * sin * flip, half_h * cos, cy], dim=1),
         ],
         dim=1,
     )
     grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def stroke_width(images: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Thicken (max filter) or thin (min filter) the strokes of a random subset: pen width is a nuisance."""
-    n = images.shape[0]
-    draw = torch.rand(n, generator=gen)
-    thick = F.max_pool2d(images, 3, stride=1, padding=1)
-    thin = -F.max_pool2d(-images, 3, stride=1, padding=1)
-    pick_thick = (draw < p / 2).float().view(n, 1, 1, 1)
-    pick_thin = ((draw >= p / 2) & (draw < p)).float().view(n, 1, 1, 1)
-    return pick_thick * thick + pick_thin * thin + (1 - pick_thick - pick_thin) * images
 
 
 def _gray(images: torch.Tensor) -> torch.Tensor:
@@ -106,10 +91,7 @@ def color_jitter(images: torch.Tensor, strength: float, gen: torch.Generator) ->
 
 def augment_batch(images: torch.Tensor, spec: AugmentSpec, size: int, gen: torch.Generator) -> torch.Tensor:
     """uint8 ``[N, C, H, W]`` -> float in [0, 1], one random view per image."""
-    x = images.float().div_(255)
-    if spec.stroke_p > 0:
-        x = stroke_width(x, spec.stroke_p, gen)
-    x = random_resized_crop(x, spec, size, gen)
+    x = random_resized_crop(images.float().div_(255), spec, size, gen)
     if spec.color_jitter > 0:
         x = color_jitter(x, spec.color_jitter, gen)
     if spec.grayscale_p > 0 and x.shape[1] == 3:
