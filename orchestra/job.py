@@ -45,6 +45,7 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     from orchestra.floors import knn_floors
     from orchestra.history import ValidationHistory
     from orchestra.loggers import build_logger
+    from orchestra.preemption import PreemptionGuard
 
     _quiet_lightning()
     pl.seed_everything(int(cfg.seed), verbose=False)
@@ -53,6 +54,7 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     module = instantiate(cfg.module, _convert_="all")
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     history = ValidationHistory()
+    guard = PreemptionGuard(job_dir / "checkpoints" / "last.ckpt")
     plugins: list[Any] = [AtomicCheckpointIO()]
     if "SLURM_JOB_ID" in os.environ:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -61,7 +63,7 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     trainer = pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(job_dir),
-        callbacks=[*callbacks, history, LastCheckpoint(job_dir / "checkpoints")],
+        callbacks=[*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")],
         logger=build_logger(cfg.logger, job_dir, run_name=job_dir.name),
         plugins=plugins,
         enable_progress_bar=False,
@@ -73,10 +75,22 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
         results["floors"] = knn_floors(module, datamodule)
     if last.exists():
         print(f"resuming from {last}", flush=True)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
-    results["history"] = history.records
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    finally:
+        guard.restore()
+        results["history"] = history.records
     results["metrics"] = history.records[-1]["metrics"] if history.records else {}
     return results
+
+
+def _is_preemption(err: BaseException) -> bool:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from orchestra.preemption import Preempted
+
+    # submitit's requeue handler ends the process with SystemExit from inside our batch-end save
+    return isinstance(err, Preempted | SIGTERMException) or (isinstance(err, SystemExit) and err.code != 0)
 
 
 def is_rank_zero() -> bool:
@@ -103,6 +117,9 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
         _fit(cfg, job_dir, results)
         results["state"] = "COMPLETED"
     except BaseException as err:
+        if _is_preemption(err):
+            results["state"] = "PREEMPTED"  # last.ckpt is safe; the scheduler (or `orchestra resume`) restarts it
+            raise
         results["state"] = "FAILED"
         results["error"] = str(err) if isinstance(err, UserError | ValueError) else f"{type(err).__name__}: {err}"
         raise
@@ -126,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, MethodError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    except SystemExit as exit_:
+        from orchestra.preemption import PREEMPTED_EXIT_CODE
+
+        return PREEMPTED_EXIT_CODE if _is_preemption(exit_) else int(exit_.code or 0)
     except Exception:
         traceback.print_exc()
         return 1

@@ -43,6 +43,7 @@ class EpochBatchSampler(Sampler[BatchKey]):
         self.shuffle, self.drop_last = shuffle, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches already done) after a mid-epoch checkpoint
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -53,7 +54,11 @@ class EpochBatchSampler(Sampler[BatchKey]):
 
     def __iter__(self):
         order = torch.randperm(self.size, generator=_generator(self.seed, self.epoch)) if self.shuffle else None
-        for index in range(len(self)):
+        first = 0
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            first = self.resume_at[1]
+        self.resume_at = None
+        for index in range(first, len(self)):
             start = index * self.batch_size
             rows = torch.arange(start, min(start + self.batch_size, self.size))
             if order is not None:

@@ -120,3 +120,17 @@ class PreemptAfterEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.current_epoch == self.epoch:
             raise SimulatedPreemption(f"simulated preemption at the start of epoch {self.epoch}")
+
+
+class SignalAtBatch(pl.Callback):
+    """Sends a real signal to this process at the start of batch ``batch`` of epoch ``epoch``, the way SLURM
+    (SIGTERM) or submitit (SIGUSR2) would while a step is running.
+    """
+
+    def __init__(self, epoch: int = 1, batch: int = 1, signum: int = 12) -> None:
+        self.epoch, self.batch, self.signum = epoch, batch, signum
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), self.signum)
