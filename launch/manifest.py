@@ -44,6 +44,7 @@ class Sweep:
     created_at: str
     members: list[Member]
     swept_keys: list[str] = field(default_factory=list)
+    launcher_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def _write(path: Path, sweep: Sweep) -> None:

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestra.errors import UserError
 
-GROUPS = ("method", "backbone", "data", "logger", "trainer", "experiment")
+GROUPS = ("method", "backbone", "data", "logger", "trainer", "launcher", "experiment")
 
 
 def group_options(group: str) -> list[str]:

@@ -32,7 +32,8 @@ def _now() -> str:
 def _quiet_lightning() -> None:
     """Job logs carry our progress lines; Lightning's tips and third-party deprecation notes only bury them."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*"):
+    # "not resumable": our sampler resumes mid-epoch itself (see orchestra.preemption), Lightning cannot see that
+    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

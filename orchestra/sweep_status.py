@@ -1,0 +1,180 @@
+"""``orchestra status | resume | cancel``: what the manifest, the scheduler and the results files say together.
+
+Imports neither torch nor Lightning, so a status of a hundred members is one process start and one sacct call.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from launch import manifest
+from orchestra.errors import UserError
+from orchestra.results import read_results
+
+ACTIVE = {"PENDING", "RUNNING"}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
+SCHEDULER_ACTIVE = {"PENDING": "PENDING", "CONFIGURING": "PENDING", "REQUEUED": "PENDING", "RESIZING": "PENDING",
+                    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "SUSPENDED": "RUNNING"}
+SCHEDULER_FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+def latest_sweep(output_root: Path = Path("runs")) -> Path:
+    sweeps = sorted((output_root / "sweeps").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
+    if not sweeps:
+        raise UserError(f"no sweep found under {output_root / 'sweeps'}; pass the sweep directory")
+    return sweeps[-1].parent
+
+
+def open_sweep(path: str | None) -> Path:
+    sweep_dir = Path(path) if path else latest_sweep()
+    if not manifest.is_sweep(sweep_dir):
+        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); pass one made by orchestra sweep")
+    return sweep_dir.resolve()
+
+
+def _pid_alive(job_id: str) -> bool:
+    try:
+        os.kill(int(job_id.split(":", 1)[1]), 0)
+    except (ProcessLookupError, ValueError, IndexError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def member_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], results: dict) -> str:
+    """One state per member. The job's own results file wins for COMPLETED/FAILED (a Python error must never read
+    as COMPLETED); the scheduler decides while the job is queued, running, cancelled or out of time.
+    """
+    own = results.get("state")
+    if own == "COMPLETED":
+        return "COMPLETED"
+    job_id = member.job_ids[-1] if member.job_ids else None
+    if job_id and job_id.startswith("local:"):
+        if member.state == "RUNNING" and not _pid_alive(job_id):
+            return own if own in ("FAILED", "PREEMPTED") else "FAILED"  # killed without a word (kill -9)
+        return member.state
+    seen = scheduler.get(job_id, {}).get("state", "") if job_id else ""
+    if seen in SCHEDULER_ACTIVE:
+        return SCHEDULER_ACTIVE[seen]
+    if seen.startswith("CANCELLED"):
+        return "CANCELLED"
+    if seen in SCHEDULER_FAILED or own == "FAILED":
+        return "FAILED"
+    if seen in ("TIMEOUT", "PREEMPTED"):
+        return seen
+    if seen == "COMPLETED":  # the scheduler's job ended cleanly but the member did not finish: it was stopped
+        return own or "FAILED"
+    return member.state if member.state in ACTIVE | {"CANCELLED"} else (own or member.state)
+
+
+def refresh(sweep_dir: Path) -> list[dict]:
+    """Every member's current state, written back to the manifest."""
+    sweep = manifest.load(sweep_dir)
+    job_ids = [m.job_ids[-1] for m in sweep.members if m.job_ids and not m.job_ids[-1].startswith("local:")]
+    scheduler = {}
+    if job_ids:
+        from launch import slurm
+
+        scheduler = slurm.scheduler_states(job_ids)
+    rows = []
+    with manifest.updating(sweep_dir) as current:
+        for member in current.members:
+            results = read_results(Path(member.job_dir) / "results.json")
+            member.state = member_state(member, scheduler, results)
+            job_id = member.job_ids[-1] if member.job_ids else ""
+            rows.append({"member": member, "results": results, "scheduler": scheduler.get(job_id, {})})
+    return rows
+
+
+def _log_tail(job_dir: str, lines: int = 3) -> str:
+    log = Path(job_dir) / "log.txt"
+    candidates = [log] if log.exists() else sorted(Path(job_dir).parent.glob("slurm/*/*_log.out"))
+    for path in candidates:
+        text = path.read_text(errors="replace").strip().splitlines()
+        if text:
+            return "\n".join(text[-lines:])
+    return ""
+
+
+def status_table(sweep_dir: Path, rows: list[dict]) -> Table:
+    table = Table(title=f"sweep {sweep_dir}")
+    for column in ("#", "overrides", "state", "attempts", "elapsed", "knn/top1", "job id"):
+        table.add_column(column)
+    for row in rows:
+        member, results = row["member"], row["results"]
+        metric = results.get("metrics", {}).get("knn/top1")
+        elapsed = row["scheduler"].get("elapsed") or (f"{results['wall_time_s']:.0f}s" if "wall_time_s" in results
+                                                     else "")
+        style = {"FAILED": "red", "COMPLETED": "green", "CANCELLED": "yellow"}.get(member.state)
+        table.add_row(str(member.index), " ".join(member.overrides), member.state,
+                      str(max(member.attempts, results.get("attempts", 0))), elapsed,
+                      "" if metric is None else f"{metric:.4f}", member.job_ids[-1] if member.job_ids else "",
+                      style=style)
+    return table
+
+
+def status(path: str | None) -> int:
+    sweep_dir = open_sweep(path)
+    rows = refresh(sweep_dir)
+    console = Console()
+    console.print(status_table(sweep_dir, rows))
+    for row in rows:
+        if row["member"].state == "FAILED":
+            error = row["results"].get("error") or _log_tail(row["member"].job_dir)
+            console.print(f"[red]member {row['member'].index} failed:[/] {error}", highlight=False)
+    return 0
+
+
+def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
+    """A live table until every member has ended."""
+    with Live(console=Console(), refresh_per_second=1) as live:
+        while True:
+            rows = refresh(sweep_dir)
+            live.update(status_table(sweep_dir, rows))
+            if all(row["member"].state in TERMINAL for row in rows):
+                break
+            time.sleep(every_s)
+    from orchestra.report import print_report
+
+    print_report(sweep_dir)
+    return 0 if all(row["member"].state == "COMPLETED" for row in rows) else 1
+
+
+def resume(path: str | None) -> int:
+    """Re-run the members that did not complete, in their own job dirs (they continue from last.ckpt)."""
+    from orchestra.sweeping import launch_members
+
+    sweep_dir = open_sweep(path)
+    rows = refresh(sweep_dir)
+    todo = [row["member"] for row in rows if row["member"].state not in ACTIVE | {"COMPLETED"}]
+    if not todo:
+        print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running")
+        return 0
+    print(f"resuming {len(todo)} member(s): {', '.join(str(m.index) for m in todo)}")
+    return launch_members(sweep_dir, todo, manifest.load(sweep_dir).launcher_settings or {"name": "local"})
+
+
+def cancel(path: str | None) -> int:
+    sweep_dir = open_sweep(path)
+    rows = refresh(sweep_dir)
+    active = [row["member"] for row in rows if row["member"].state in ACTIVE]
+    slurm_ids = [m.job_ids[-1] for m in active if m.job_ids and not m.job_ids[-1].startswith("local:")]
+    if slurm_ids:
+        from launch import slurm
+
+        slurm.cancel(slurm_ids)
+    for member in active:
+        if member.job_ids and member.job_ids[-1].startswith("local:") and _pid_alive(member.job_ids[-1]):
+            os.kill(int(member.job_ids[-1].split(":", 1)[1]), 15)
+    with manifest.updating(sweep_dir) as sweep:
+        for member in active:
+            sweep.members[member.index].state = "CANCELLED"
+    print(f"cancelled {len(active)} member(s) of {sweep_dir}")
+    return 0

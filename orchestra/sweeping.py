@@ -1,0 +1,115 @@
+"""``orchestra sweep``: expand, validate every member, write job dirs and the manifest, hand them to a launcher."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from launch import local, manifest
+from orchestra.errors import UserError
+
+JOB_ENTRY = [sys.executable, "-m", "orchestra.job"]
+
+
+def stamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def unique_dir(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def prepare_job_dir(job_dir: Path, cfg) -> None:
+    from orchestra.config import to_yaml
+
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        cfg.job_dir = str(job_dir.resolve())
+        (job_dir / "config.yaml").write_text(to_yaml(cfg))
+    except OSError as err:
+        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
+
+
+def _member_name(index: int, member: list[str], swept: list[str]) -> str:
+    values = dict(o.split("=", 1) for o in member if "=" in o)
+    label = "_".join(f"{k}={values[k]}" for k in swept if k in values)
+    return f"{index:03d}-" + re.sub(r"[^A-Za-z0-9_.=-]+", "-", label)[:80] if label else f"{index:03d}"
+
+
+def launch_members(sweep_dir: Path, members: list[manifest.Member], launcher: dict) -> int:
+    """Start ``members`` with the sweep's launcher; local runs block, SLURM returns once queued."""
+    from orchestra.report import print_report
+
+    if launcher["name"] == "slurm":
+        from launch import slurm
+
+        try:
+            job_ids = slurm.submit(sweep_dir, [m.job_dir for m in members], launcher)
+        except slurm.SchedulerError as err:
+            raise UserError(str(err)) from None
+        with manifest.updating(sweep_dir) as sweep:
+            for member, job_id in zip(members, job_ids, strict=True):
+                entry = sweep.members[member.index]
+                entry.job_ids.append(job_id)
+                entry.state, entry.attempts, entry.submitted_at = "PENDING", entry.attempts + 1, manifest.now()
+        print(f"submitted {len(job_ids)} member(s) as SLURM array {job_ids[0].split('_')[0]}")
+        if launcher.get("wait"):
+            from orchestra.sweep_status import follow
+
+            return follow(sweep_dir)
+        print(f"follow it with:  orchestra status {sweep_dir}")
+        return 0
+    codes = local.run_members(sweep_dir, members, JOB_ENTRY, parallelism=int(launcher.get("parallelism", 1)))
+    print_report(sweep_dir)
+    failed = [i for i, code in codes.items() if code != 0]
+    if failed:
+        print(f"{len(failed)} member(s) did not complete; see log.txt in their job directories", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def sweep(overrides: list[str], dry_run: bool) -> int:
+    from orchestra.config import SECRET_KEY, compose, expand, redact_overrides
+
+    members = expand(overrides)
+    configs = [compose(member) for member in members]  # every member is validated before anything runs
+    members = [redact_overrides(m) for m in members]  # secrets never reach the manifest, dir names or terminal
+    values = [dict(o.split("=", 1) for o in m if "=" in o) for m in members]
+    keys = list(dict.fromkeys(k for v in values for k in v if not SECRET_KEY.search(k)))
+    swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys[:1]
+    launcher = OmegaConf.to_container(configs[0].launcher, resolve=True)
+    sweep_dir = unique_dir(Path(configs[0].output_root) / "sweeps" / stamp()).resolve()
+    entries = [manifest.Member(index=i, overrides=m, job_dir=str(sweep_dir / _member_name(i, m, swept)))
+               for i, m in enumerate(members)]
+    if dry_run:
+        print(f"sweep directory: {sweep_dir}  ({len(members)} members, launcher={launcher['name']})")
+        for entry in entries:
+            print(f"  [{entry.index}] {' '.join(entry.overrides)}  ->  {entry.job_dir}")
+        if launcher["name"] == "slurm":
+            from launch import slurm
+
+            print("\nsbatch script:\n" + slurm.sbatch_script(sweep_dir, launcher, len(entries)))
+        return 0
+    if launcher["name"] == "slurm":
+        from launch import slurm
+
+        try:
+            slurm.require_sbatch()
+        except slurm.SchedulerError as err:
+            raise UserError(str(err)) from None
+    for entry, cfg in zip(entries, configs, strict=True):
+        prepare_job_dir(Path(entry.job_dir), cfg)
+    command = ["orchestra", "sweep", *redact_overrides(overrides)]
+    manifest.create(manifest.Sweep(sweep_dir=str(sweep_dir), command=command, launcher=str(launcher["name"]),
+                                   created_at=manifest.now(), members=entries, swept_keys=swept,
+                                   launcher_settings=launcher))
+    where = "SLURM" if launcher["name"] == "slurm" else f"local, {launcher.get('parallelism', 1)} at a time"
+    print(f"sweep directory: {sweep_dir}  ({len(members)} members, {where})", flush=True)
+    return launch_members(sweep_dir, entries, launcher)
