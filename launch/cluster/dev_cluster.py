@@ -1,7 +1,9 @@
 """DevCluster: a real single-node SLURM cluster (munged, MariaDB, slurmdbd, slurmctld, slurmd) in one state dir.
 
-For development and tests on one machine, as root. Everything listens on 127.0.0.1 only; clients find it through
-SLURM_CONF (see `env()`), so nothing is written to /etc and a system SLURM, if any, is untouched.
+For development and tests on one machine, as root. Daemons talk over 127.0.0.1 (MariaDB and slurmctld bind only
+there); clients find the cluster through SLURM_CONF (see `env()`), so nothing is written to /etc and a system
+SLURM, if any, is untouched. This file holds the lifecycle (status, idempotent up/down, locking); the start
+sequence itself is in `start.py`.
 """
 
 from __future__ import annotations
@@ -9,24 +11,16 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from launch.cluster import client, config, mariadb, munge, procs
+from launch.cluster import client, procs
 from launch.cluster.errors import ClusterError
-from launch.cluster.host import (
-    check_binaries,
-    cpu_count,
-    find_binary,
-    free_ports,
-    is_listening,
-    real_memory_mb,
-    short_hostname,
-)
+from launch.cluster.host import check_binaries, cpu_count, short_hostname
 from launch.cluster.layout import DEFAULT_STATE_DIR, Layout
+from launch.cluster.start import start_all
 from launch.cluster.waiting import Deadline, wait_until
 
 # Start order; `down` stops them in reverse so each daemon's dependency outlives it (slurmctld flushes accounting
@@ -101,7 +95,13 @@ class DevCluster:
             if os.geteuid() != 0:
                 raise ClusterError("the dev cluster must be started as root (slurmd and munged need it)")
             try:
-                self._start(deadline)
+                start_all(
+                    self.layout,
+                    cluster_name=self.cluster_name,
+                    node_name=self.node_name,
+                    node_cpus=self.node_cpus,
+                    deadline=deadline,
+                )
             except ClusterError:
                 self._stop()
                 raise
@@ -111,93 +111,6 @@ class DevCluster:
             except BaseException:  # Ctrl-C mid-start: leave no half-started daemons behind
                 self._stop()
                 raise
-
-    def _start(self, deadline: Deadline) -> None:
-        layout = self.layout
-        layout.create()
-        ctld_port, slurmd_port, dbd_port, db_port = free_ports(4)
-        env = self._daemon_env()
-
-        munge.prepare(layout)
-        self._launch("munged", munge.argv(layout), env, lambda: munge.is_ready(layout), "the munge socket", deadline)
-
-        mariadb.ensure_datadir(layout, timeout=max(1.0, deadline.remaining()))
-        self._launch(
-            "mariadbd", mariadb.argv(layout, db_port), env, lambda: mariadb.is_ready(layout), "MariaDB", deadline
-        )
-        settings = config.Settings(
-            cluster_name=self.cluster_name,
-            node_name=self.node_name,
-            node_cpus=self.node_cpus,
-            real_memory_mb=real_memory_mb(),
-            slurmctld_port=ctld_port,
-            slurmd_port=slurmd_port,
-            slurmdbd_port=dbd_port,
-            db_port=db_port,
-            db_password=secrets.token_hex(16),
-            first_job_id=mariadb.max_job_id(layout, self.cluster_name) + 1,
-        )
-        mariadb.grant_slurm_user(layout, settings.db_password)
-        config.write(layout, settings)
-
-        slurmdbd = [find_binary("slurmdbd"), "-D"]
-        self._launch("slurmdbd", slurmdbd, env, lambda: is_listening(dbd_port), "slurmdbd to listen", deadline)
-        client.ensure_cluster_registered(self.slurm_conf, self.cluster_name)
-
-        # -c: start with no job state, so jobs of a previous run are not resurrected.
-        slurmctld = [find_binary("slurmctld"), "-D", "-c"]
-        self._launch("slurmctld", slurmctld, env, lambda: is_listening(ctld_port), "slurmctld to listen", deadline)
-        self._launch(
-            "slurmd",
-            [find_binary("slurmd"), "-D"],
-            env,
-            lambda: client.node_state(self.slurm_conf, timeout=5.0) == "idle",
-            f"node {self.node_name} to be idle",
-            deadline,
-        )
-
-    def _daemon_env(self) -> dict[str, str]:
-        # A minimal environment: the caller's venv, SLURM_* or proxy variables must not leak into the daemons.
-        # SLURM_CONF here is also how `procs.sweep_orphans` recognises this cluster's slurmstepd processes.
-        return {
-            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8",
-            "HOME": os.environ.get("HOME", "/root"),
-            "SLURM_CONF": str(self.slurm_conf),
-        }
-
-    def _launch(
-        self,
-        name: str,
-        argv: list[str],
-        env: dict[str, str],
-        ready: Callable[[], bool],
-        what: str,
-        deadline: Deadline,
-    ) -> None:
-        pid = procs.spawn(self.layout, name, argv, env)
-
-        def check_alive() -> None:
-            if not procs.is_alive(pid, name):
-                code = procs.exit_code(pid)
-                raise ClusterError(f"{name} exited during start (status {code}); {self._log_hint(name)}")
-
-        wait_until(
-            ready,
-            what=f"{what} ({self._log_hint(name)})",
-            timeout=max(1.0, deadline.remaining()),
-            check_alive=check_alive,
-        )
-
-    def _log_hint(self, name: str) -> str:
-        for path in (self.layout.log(name), self.layout.console(name)):
-            try:
-                lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-            except OSError:
-                continue
-            if lines:
-                return f"last log line: {lines[-1].strip()[:200]!r} in {path}"
-        return f"no log yet in {self.layout.log(name)}"
 
     # -- down ------------------------------------------------------------------------------------------------
 
@@ -225,13 +138,13 @@ class DevCluster:
             except ClusterError as error:
                 self.warnings.append(f"{error}; stopping daemons anyway")
         stopped = [procs.stop(self.layout, name, grace=DAEMON_STOP_GRACE_S) for name in reversed(DAEMONS)]
-        self._sweep()
-        procs.wait_reaped([pid for pid in stopped if pid is not None], timeout=5.0)
+        self._sweep(already_stopped=[pid for pid in stopped if pid is not None])
 
-    def _sweep(self) -> None:
+    def _sweep(self, already_stopped: list[int] | None = None) -> None:
         killed = procs.sweep_orphans(self.slurm_conf)
         if killed:
-            self.warnings.append(f"killed orphaned slurmstepd processes: {killed}")
+            self.warnings.append(f"killed orphaned slurmstepd and job processes: {killed}")
+        procs.wait_reaped([*(already_stopped or []), *killed], timeout=5.0)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -46,9 +46,11 @@ def _wait_until_ended(sweep_dir: Path, timeout: float = 300) -> list[str]:
 
 def test_three_member_sweep_is_one_array_that_completes(slurm_cluster, tmp_path):
     started = time.monotonic()
-    done = _orchestra("sweep", "method=simclr,byol,vicreg", "-m", *SLURM, *TINY, "module.hparams.proj_hidden_dim=32",
-                      "module.hparams.pred_hidden_dim=32", "module.hparams.projection_dim=32",
-                      f"output_root={tmp_path}", cwd=tmp_path)
+    # "++": the three methods name their head widths differently; an unused hparam is harmless.
+    heads = ["++module.hparams.proj_hidden_dim=32", "++module.hparams.pred_hidden_dim=32",
+             "++module.hparams.projection_dim=32"]
+    done = _orchestra("sweep", "method=simclr,byol,vicreg", "-m", *SLURM, *TINY, *heads, f"output_root={tmp_path}",
+                      cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 60  # returns once queued; it does not wait for training
     assert "orchestra status" in done.stdout
