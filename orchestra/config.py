@@ -89,7 +89,9 @@ def compose(overrides: list[str]) -> DictConfig:
         try:
             return hydra_compose(config_name="config", overrides=list(overrides))
         except (HydraException, OmegaConfBaseException) as err:
-            base = hydra_compose(config_name="config")
+            # Explain against the config this member would have had (its groups chosen), not the defaults.
+            groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
+            base = hydra_compose(config_name="config", overrides=groups)
             raise UserError(_explain_override_error(str(err), base)) from None
 
 

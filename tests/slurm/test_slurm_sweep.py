@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slurm
 
 ORCHESTRA = [sys.executable, "-m", "orchestra.cli"]
 TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64", "data.eval_batch_size=256",
-        "trainer.max_epochs=1", "logger=none", "module.hparams.proj_dim=32"]
+        "trainer.max_epochs=1", "logger=none", "++module.hparams.proj_dim=32"]
 SLURM = ["launcher=slurm", "launcher.partition=debug", "launcher.time_min=10", "launcher.cpus_per_task=1"]
 
 
