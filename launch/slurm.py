@@ -23,6 +23,20 @@ def require_sbatch() -> None:
                              " (or start a development cluster: orchestra cluster up)")
 
 
+def check_settings(settings: dict[str, Any]) -> None:
+    """Catch what sbatch would refuse with several lines of its own: no sbatch, no controller, a wrong partition."""
+    require_sbatch()
+    out = _run(["sinfo", "-h", "-o", "%P"])
+    if out is None:
+        raise SchedulerError("the SLURM controller does not answer (sinfo failed); check SLURM_CONF / slurmctld, "
+                             "or run locally with launcher=local")
+    partitions = [p.strip().rstrip("*") for p in out.split()]
+    wanted = settings.get("partition")
+    if wanted and wanted not in partitions:
+        raise SchedulerError(f"unknown partition '{wanted}'; partitions on this cluster: {', '.join(partitions)} "
+                             f"(set launcher.partition=...)")
+
+
 def _executor(sweep_dir: Path, settings: dict[str, Any]):
     import submitit
 

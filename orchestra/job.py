@@ -71,6 +71,8 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
         enable_model_summary=False,
         use_distributed_sampler=False,  # our batch sampler shards each global batch itself
     )
+    if trainer.world_size > 1:
+        print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})", flush=True)
     last = job_dir / "checkpoints" / "last.ckpt"
     if "floors" not in results and is_rank_zero():
         results["floors"] = knn_floors(module, datamodule)

@@ -101,7 +101,7 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
         from launch import slurm
 
         try:
-            slurm.require_sbatch()
+            slurm.check_settings(launcher)
         except slurm.SchedulerError as err:
             raise UserError(str(err)) from None
     for entry, cfg in zip(entries, configs, strict=True):

@@ -1,0 +1,100 @@
+"""Faults on the real cluster: submitit's preemption signal, a member killed with SIGKILL, a 2-task DDP member,
+and the one-line answers to a missing sbatch or an unknown partition.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_slurm_sweep import SLURM, TINY, _orchestra, _sweep_dir, _wait_until_ended
+
+from launch import manifest
+
+pytestmark = pytest.mark.slurm
+
+LONGER = [*TINY, "data.train_limit=2048", "trainer.max_epochs=3", "module.hparams.proj_hidden_dim=32"]
+
+
+def _wait_for(path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert path.exists(), f"{path} never appeared"
+
+
+def _reference_metrics(tmp_path: Path) -> dict:
+    done = _orchestra("train", "method=simclr", *LONGER, f"output_root={tmp_path / 'ref'}", cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (ref_dir,) = list((tmp_path / "ref" / "train").iterdir())
+    return json.loads((ref_dir / "results.json").read_text())["metrics"]
+
+
+def test_submitit_preemption_signal_requeues_and_resumes_exactly(slurm_cluster, tmp_path):
+    expected = _reference_metrics(tmp_path)
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *LONGER, f"output_root={tmp_path}",
+                      cwd=tmp_path).returncode == 0
+    member = manifest.load(_sweep_dir(tmp_path)).members[0]
+    _wait_for(Path(member.job_dir) / "checkpoints" / "last.ckpt")
+    # What submitit's Job._interrupt() does: USR2 to the job's processes; submitit's handler requeues.
+    subprocess.run(["scancel", "--signal=USR2", member.job_ids[-1]], check=True)
+
+    assert _wait_until_ended(_sweep_dir(tmp_path), timeout=400) == ["COMPLETED"]
+    results = json.loads((Path(member.job_dir) / "results.json").read_text())
+    assert results["attempts"] == 2
+    log = (Path(member.job_dir).parent / "slurm").rglob("*_log.out")
+    assert any("saved" in p.read_text() for p in log)  # the checkpoint came from the signal, mid-training
+    for key, value in expected.items():
+        assert results["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_sigkilled_member_shows_failed_and_resume_completes_it(slurm_cluster, tmp_path):
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *LONGER, f"output_root={tmp_path}",
+                      cwd=tmp_path).returncode == 0
+    sweep_dir = _sweep_dir(tmp_path)
+    member = manifest.load(sweep_dir).members[0]
+    _wait_for(Path(member.job_dir) / "checkpoints" / "last.ckpt")
+    found = subprocess.run(["pgrep", "-f", f"submitit.core._submit .*{sweep_dir.name}"], capture_output=True,
+                           text=True).stdout.split()
+    assert found, "the member's python process was not found"
+    for pid in found:
+        os.kill(int(pid), signal.SIGKILL)
+    started = time.monotonic()
+    assert _wait_until_ended(sweep_dir, timeout=120) == ["FAILED"]
+    assert time.monotonic() - started < 120  # seen as failed in bounded time, not hanging on a dead job
+
+    resumed = _orchestra("resume", str(sweep_dir), cwd=tmp_path)
+    assert resumed.returncode == 0 and "resuming 1 member(s)" in resumed.stdout
+    assert _wait_until_ended(sweep_dir, timeout=300) == ["COMPLETED"]
+    results = json.loads((Path(member.job_dir) / "results.json").read_text())
+    assert results["state"] == "COMPLETED" and results["attempts"] == 2
+
+
+def test_two_task_member_runs_ddp_ranks_0_and_1(slurm_cluster, tmp_path):
+    ddp = ["launcher.tasks_per_node=2", "trainer.devices=2", "trainer.strategy=ddp"]
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *TINY, *ddp, f"output_root={tmp_path}",
+                      cwd=tmp_path).returncode == 0
+    sweep_dir = _sweep_dir(tmp_path)
+    assert _wait_until_ended(sweep_dir, timeout=300) == ["COMPLETED"]
+    logs = "".join(p.read_text() for p in (sweep_dir / "slurm").rglob("*_log.out"))
+    assert "rank 0 of 2 (DDPStrategy)" in logs and "rank 1 of 2 (DDPStrategy)" in logs
+    results = json.loads((Path(manifest.load(sweep_dir).members[0].job_dir) / "results.json").read_text())
+    assert results["attempts"] == 1  # written by rank 0 only: rank 1 did not count a second attempt
+
+
+def test_missing_sbatch_and_unknown_partition_are_one_line(slurm_cluster, tmp_path):
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    no_slurm = {**os.environ, "PATH": str(empty)}  # /bin is /usr/bin on Debian, so nothing else would hide sbatch
+    missing = subprocess.run([sys.executable, "-m", "orchestra.cli", "sweep", "method=simclr", "-m", *SLURM, *TINY,
+                              f"output_root={tmp_path}"], env=no_slurm, capture_output=True, text=True, cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "launcher=local" in missing.stderr
+    bad = _orchestra("sweep", "method=simclr", "-m", *SLURM, "launcher.partition=nosuchpartition", *TINY,
+                     f"output_root={tmp_path / 'bad'}", cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "partition" in bad.stderr.lower(), bad.stderr
