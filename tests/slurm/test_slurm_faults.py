@@ -98,3 +98,15 @@ def test_missing_sbatch_and_unknown_partition_are_one_line(slurm_cluster, tmp_pa
     bad = _orchestra("sweep", "method=simclr", "-m", *SLURM, "launcher.partition=nosuchpartition", *TINY,
                      f"output_root={tmp_path / 'bad'}", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "partition" in bad.stderr.lower(), bad.stderr
+
+
+def test_member_past_its_time_limit_checkpoints_requeues_and_completes(slurm_cluster, tmp_path):
+    # A 1-minute limit with the warning 30 s before it; the member needs longer than that to train.
+    limits = ["launcher.time_min=1", "launcher.signal_delay_s=30"]
+    long_enough = [*LONGER, "trainer.max_epochs=8"]
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *limits, *long_enough,
+                      f"output_root={tmp_path}", cwd=tmp_path).returncode == 0
+    sweep_dir = _sweep_dir(tmp_path)
+    assert _wait_until_ended(sweep_dir, timeout=420) == ["COMPLETED"]
+    results = json.loads((Path(manifest.load(sweep_dir).members[0].job_dir) / "results.json").read_text())
+    assert results["attempts"] >= 2 and len(results["history"]) == 8
