@@ -122,7 +122,8 @@ def scheduler_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
             states[parts[0]] = {"state": parts[1].split()[0], "exit_code": parts[2], "elapsed": parts[3]}
     missing = [j for j in job_ids if j not in states]
     if missing:
-        queue = _run(["squeue", "-h", "-o", "%i|%T|%M", "-j", ",".join(arrays)]) or ""
+        # -r: one row per array task; sacct (22.05) folds pending tasks into one "123_[4-99]" row instead
+        queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)]) or ""
         for line in queue.splitlines():
             job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
             states.setdefault(job_id, {"state": state, "exit_code": "", "elapsed": elapsed})
