@@ -11,6 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from launch import manifest
+from launch.member import PREEMPTED_EXIT_CODE
+
+CANCELLED_EXIT_CODE = 130
 
 
 def _member_env(parallelism: int) -> dict[str, str]:
@@ -26,6 +29,8 @@ def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str]
     job_dir = Path(member.job_dir)
     with manifest.updating(sweep_dir) as sweep:
         entry = sweep.members[member.index]
+        if entry.state == "CANCELLED":  # cancelled while it waited for a free slot
+            return CANCELLED_EXIT_CODE
         entry.state, entry.attempts, entry.submitted_at = "RUNNING", entry.attempts + 1, manifest.now()
     with open(job_dir / "log.txt", "ab") as log:
         process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -41,7 +46,9 @@ def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str]
         code = process.wait()
     with manifest.updating(sweep_dir) as sweep:
         entry = sweep.members[member.index]
-        entry.state, entry.finished_at = ("COMPLETED" if code == 0 else "FAILED"), manifest.now()
+        if entry.state != "CANCELLED":  # a cancel's SIGTERM ends the process too; it stays cancelled
+            entry.state = {0: "COMPLETED", PREEMPTED_EXIT_CODE: "PREEMPTED"}.get(code, "FAILED")
+        entry.finished_at = manifest.now()
     return code
 
 

@@ -90,10 +90,10 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
 def _is_preemption(err: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from orchestra.preemption import Preempted
+    from orchestra.preemption import Preempted, stopped_for_requeue
 
-    # submitit's requeue handler ends the process with SystemExit from inside our batch-end save
-    return isinstance(err, Preempted | SIGTERMException) or (isinstance(err, SystemExit) and err.code != 0)
+    # submitit's requeue handler ends the process with SystemExit from inside our batch-start save
+    return isinstance(err, Preempted | SIGTERMException) or (isinstance(err, SystemExit) and stopped_for_requeue())
 
 
 def is_rank_zero() -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -19,11 +19,10 @@ def build_logger(cfg: DictConfig, job_dir: Path, run_name: str):
         try:
             from lightning.pytorch.loggers import WandbLogger
 
-            run_id_file = job_dir / "wandb_run_id"
-            if not run_id_file.exists():  # the id outlives requeues, so a preempted member stays one run
-                run_id_file.write_text(os.urandom(6).hex())
+            # Derived from the job dir: the same on every rank and after every requeue, so a member stays one run.
+            run_id = hashlib.sha1(str(job_dir.resolve()).encode()).hexdigest()[:16]
             return WandbLogger(project=cfg.get("project", "orchestra"), entity=cfg.get("entity"), name=run_name,
-                               id=run_id_file.read_text().strip(), resume="allow", save_dir=str(job_dir),
+                               id=run_id, resume="allow", save_dir=str(job_dir),
                                offline=cfg.get("mode", "offline") != "online")
         except Exception as err:  # logging must never cost a run its results
             warnings.warn(f"wandb logger unavailable ({err}); continuing without it", stacklevel=1)

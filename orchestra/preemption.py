@@ -19,6 +19,12 @@ from typing import Any
 import lightning.pytorch as pl
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; the launcher treats it as not-failed
+_stopped_for_requeue = False
+
+
+def stopped_for_requeue() -> bool:
+    """True once a guard has saved its checkpoint because of a signal (a Ctrl+C exit is not a preemption)."""
+    return _stopped_for_requeue
 
 
 class Preempted(SystemExit):
@@ -62,7 +68,9 @@ class PreemptionGuard(pl.Callback):
         self.position = (trainer.current_epoch, batch_idx)
         if self.received is None:
             return
+        global _stopped_for_requeue
         trainer.save_checkpoint(str(self.checkpoint_path))
+        _stopped_for_requeue = True
         print(f"saved {self.checkpoint_path} at epoch {trainer.current_epoch} after {batch_idx} batches", flush=True)
         signum, self.received = self.received, None
         handler = self.previous.get(signum)

@@ -18,7 +18,7 @@ from orchestra.errors import UserError
 from orchestra.results import read_results
 
 ACTIVE = {"PENDING", "RUNNING"}
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED"}
 SCHEDULER_ACTIVE = {"PENDING": "PENDING", "CONFIGURING": "PENDING", "REQUEUED": "PENDING", "RESIZING": "PENDING",
                     "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "SUSPENDED": "RUNNING"}
 SCHEDULER_FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
@@ -55,6 +55,8 @@ def member_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], 
     own = results.get("state")
     if own == "COMPLETED":
         return "COMPLETED"
+    if not member.job_ids and not own:
+        return "NOT_SUBMITTED" if member.state != "CANCELLED" else "CANCELLED"  # e.g. sbatch refused the sweep
     job_id = member.job_ids[-1] if member.job_ids else None
     if job_id and job_id.startswith("local:"):
         if member.state == "RUNNING" and not _pid_alive(job_id):
@@ -70,7 +72,7 @@ def member_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], 
     if seen in ("TIMEOUT", "PREEMPTED"):
         return seen
     if seen == "COMPLETED":  # the scheduler's job ended cleanly but the member did not finish: it was stopped
-        return own or "FAILED"
+        return own if own in TERMINAL else "FAILED"
     return member.state if member.state in ACTIVE | {"CANCELLED"} else (own or member.state)
 
 
@@ -165,6 +167,9 @@ def cancel(path: str | None) -> int:
     sweep_dir = open_sweep(path)
     rows = refresh(sweep_dir)
     active = [row["member"] for row in rows if row["member"].state in ACTIVE]
+    with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
+        for member in active:
+            sweep.members[member.index].state = "CANCELLED"
     slurm_ids = [m.job_ids[-1] for m in active if m.job_ids and not m.job_ids[-1].startswith("local:")]
     if slurm_ids:
         from launch import slurm
@@ -173,8 +178,5 @@ def cancel(path: str | None) -> int:
     for member in active:
         if member.job_ids and member.job_ids[-1].startswith("local:") and _pid_alive(member.job_ids[-1]):
             os.kill(int(member.job_ids[-1].split(":", 1)[1]), 15)
-    with manifest.updating(sweep_dir) as sweep:
-        for member in active:
-            sweep.members[member.index].state = "CANCELLED"
     print(f"cancelled {len(active)} member(s) of {sweep_dir}")
     return 0

@@ -82,6 +82,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool, sharded: bool) -> DataLoader:
         rank, world = self._rank() if sharded else (0, 1)
+        if shuffle and batch_size % world:  # gathers across ranks need equal shards of every global batch
+            raise UserError(f"data.batch_size={batch_size} does not split evenly over {world} ranks; "
+                            f"use a multiple of {world}")
         sampler = EpochBatchSampler(len(dataset), batch_size, self.seed, shuffle, drop_last=shuffle, rank=rank,
                                     world_size=world)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
