@@ -1,0 +1,42 @@
+"""How status merges the manifest, the scheduler's answer and the job's own results file into one state."""
+
+from __future__ import annotations
+
+from launch.manifest import Member
+from orchestra.sweep_status import ACTIVE, TERMINAL, member_state
+
+
+def _member(job_ids: list[str], state: str = "PENDING") -> Member:
+    return Member(index=0, overrides=["method=simclr"], job_dir="/nonexistent", state=state, job_ids=job_ids)
+
+
+def test_python_error_reads_failed_even_when_the_scheduler_says_completed():
+    assert member_state(_member(["7_0"]), {"7_0": {"state": "COMPLETED"}}, {"state": "FAILED"}) == "FAILED"
+
+
+def test_the_results_file_decides_completed():
+    assert member_state(_member(["7_0"]), {"7_0": {"state": "FAILED"}}, {"state": "COMPLETED"}) == "COMPLETED"
+
+
+def test_scheduler_states_while_queued_running_or_cancelled():
+    member = _member(["7_0"])
+    assert member_state(member, {"7_0": {"state": "REQUEUED"}}, {"state": "PREEMPTED"}) == "PENDING"
+    assert member_state(member, {"7_0": {"state": "RUNNING"}}, {"state": "RUNNING"}) == "RUNNING"
+    assert member_state(member, {"7_0": {"state": "CANCELLED by 0"}}, {}) == "CANCELLED"
+    assert member_state(member, {"7_0": {"state": "NODE_FAIL"}}, {"state": "RUNNING"}) == "FAILED"
+
+
+def test_a_job_that_ended_without_finishing_is_never_left_running():
+    # The scheduler's job exited cleanly while the results file still says RUNNING: the member was stopped.
+    state = member_state(_member(["7_0"]), {"7_0": {"state": "COMPLETED"}}, {"state": "RUNNING"})
+    assert state == "FAILED" and state in TERMINAL
+
+
+def test_members_never_submitted_are_resumable_not_active():
+    state = member_state(_member([]), {}, {})
+    assert state == "NOT_SUBMITTED" and state not in ACTIVE and state in TERMINAL
+
+
+def test_a_dead_local_process_reads_failed():
+    # pid 999999999 cannot exist, as after a kill -9 of the member's process.
+    assert member_state(_member(["local:999999999"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
