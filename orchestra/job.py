@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestra.atomic import write_json
+from orchestra.costs import attempt_costs
 from orchestra.errors import UserError
 from orchestra.results import EVALUATION_PROTOCOL, read_results
 
@@ -129,6 +130,8 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
     finally:
         results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
         results["finished_at"] = _now()
+        results.update(attempt_costs(OmegaConf.to_container(cfg.trainer, resolve=True),
+                                     time.monotonic() - started, results))
         if writer:
             write_json(job_dir / RESULTS, results)
     return results
