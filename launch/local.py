@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from launch import manifest
+from launch import manifest, retry
 from launch.member import PREEMPTED_EXIT_CODE
 
 CANCELLED_EXIT_CODE = 130
@@ -25,12 +25,34 @@ def _member_env(parallelism: int) -> dict[str, str]:
 
 
 def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str], echo: bool,
-                parallelism: int = 1) -> int:
+                parallelism: int = 1, max_failures: int = 0) -> int:
+    """Run the member until it ends; a run killed by a signal is started again (same job dir, so it resumes from
+    last.ckpt) while ``max_failures`` allows. Every start counts one attempt in the manifest.
+    """
+    while True:
+        code = _run_once(sweep_dir, member, command, echo, parallelism)
+        if code is None:
+            return CANCELLED_EXIT_CODE
+        if not (retry.killed_by_signal(code) and retry.take_retry(sweep_dir, member.job_dir, max_failures, False)):
+            break
+        with open(Path(member.job_dir) / "log.txt", "a") as log:
+            log.write(f"orchestra: member {retry.describe(code)}; running it again (launcher.max_failures)\n")
+    with manifest.updating(sweep_dir) as sweep:
+        entry = sweep.members[member.index]
+        if entry.state != "CANCELLED":  # a cancel's SIGTERM ends the process too; it stays cancelled
+            entry.state = {0: "COMPLETED", PREEMPTED_EXIT_CODE: "PREEMPTED"}.get(code, "FAILED")
+        entry.finished_at = manifest.now()
+    return code
+
+
+def _run_once(sweep_dir: Path, member: manifest.Member, command: Sequence[str], echo: bool,
+              parallelism: int) -> int | None:
+    """One start of the member's process; its return code, or None when it was cancelled before it started."""
     job_dir = Path(member.job_dir)
     with manifest.updating(sweep_dir) as sweep:
         entry = sweep.members[member.index]
-        if entry.state == "CANCELLED":  # cancelled while it waited for a free slot
-            return CANCELLED_EXIT_CODE
+        if entry.state == "CANCELLED":  # cancelled while it waited for a free slot (or between retries)
+            return None
         entry.state, entry.attempts, entry.submitted_at = "RUNNING", entry.attempts + 1, manifest.now()
     with open(job_dir / "log.txt", "ab") as log:
         process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -43,24 +65,19 @@ def _run_member(sweep_dir: Path, member: manifest.Member, command: Sequence[str]
             if echo:
                 sys.stdout.write(f"  [{member.index}] {line.decode(errors='replace')}")
                 sys.stdout.flush()
-        code = process.wait()
-    with manifest.updating(sweep_dir) as sweep:
-        entry = sweep.members[member.index]
-        if entry.state != "CANCELLED":  # a cancel's SIGTERM ends the process too; it stays cancelled
-            entry.state = {0: "COMPLETED", PREEMPTED_EXIT_CODE: "PREEMPTED"}.get(code, "FAILED")
-        entry.finished_at = manifest.now()
-    return code
+        return process.wait()
 
 
 def run_members(sweep_dir: Path, members: Sequence[manifest.Member], command: Sequence[str], parallelism: int = 1,
-                on_finish: Callable[[manifest.Member, int], None] | None = None, echo: bool = True) -> dict[int, int]:
+                on_finish: Callable[[manifest.Member, int], None] | None = None, echo: bool = True,
+                max_failures: int = 0) -> dict[int, int]:
     """Run ``command + [job_dir]`` for each member; returns exit codes by member index."""
     codes: dict[int, int] = {}
     pending = list(members)
     running: list[threading.Thread] = []
 
     def work(member: manifest.Member) -> None:
-        codes[member.index] = _run_member(sweep_dir, member, command, echo, parallelism)
+        codes[member.index] = _run_member(sweep_dir, member, command, echo, parallelism, max_failures)
         if on_finish is not None:
             on_finish(member, codes[member.index])
 

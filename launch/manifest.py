@@ -31,6 +31,7 @@ class Member:
     job_dir: str
     state: str = "PENDING"
     attempts: int = 0
+    retries: int = 0  # automatic re-runs after an infrastructure failure (launcher.max_failures), within attempts
     job_ids: list[str] = field(default_factory=list)
     submitted_at: str | None = None
     finished_at: str | None = None

@@ -89,7 +89,8 @@ def submit(sweep_dir: Path, job_dirs: Sequence[str], settings: dict[str, Any],
     executor = _executor(sweep_dir, settings)
     try:
         with executor.batch():
-            jobs = [executor.submit(MemberJob(job_dir, entry_module)) for job_dir in job_dirs]
+            max_failures = int(settings.get("max_failures", 1))
+            jobs = [executor.submit(MemberJob(job_dir, entry_module, max_failures)) for job_dir in job_dirs]
     except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as err:
         first = str(err).strip().splitlines()
         detail = next((line for line in first if "error" in line.lower()), first[-1] if first else "")

@@ -67,7 +67,8 @@ def launch_members(sweep_dir: Path, members: list[manifest.Member], launcher: di
             return follow(sweep_dir)
         print(f"follow it with:  orchestra status {sweep_dir}")
         return 0
-    codes = local.run_members(sweep_dir, members, JOB_ENTRY, parallelism=int(launcher.get("parallelism", 1)))
+    codes = local.run_members(sweep_dir, members, JOB_ENTRY, parallelism=int(launcher.get("parallelism", 1)),
+                              max_failures=int(launcher.get("max_failures", 1)))
     print_report(sweep_dir)
     failed = [i for i, code in codes.items() if code != 0]
     if failed:

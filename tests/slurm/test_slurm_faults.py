@@ -54,26 +54,49 @@ def test_submitit_preemption_signal_requeues_and_resumes_exactly(slurm_cluster, 
         assert results["metrics"][key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_sigkilled_member_shows_failed_and_resume_completes_it(slurm_cluster, tmp_path):
-    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *LONGER, f"output_root={tmp_path}",
-                      cwd=tmp_path).returncode == 0
+def _kill_training_process(sweep_dir: Path, member: manifest.Member) -> None:
+    """SIGKILL the member's training process (the job's child running orchestra.job), as the OOM killer would pick
+    the big process, not the small submitit one that waits for it."""
+    _wait_for(Path(member.job_dir) / "checkpoints" / "last.ckpt")
+    found = subprocess.run(["pgrep", "-f", f"orchestra.job {member.job_dir}$"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(found) == 1, f"expected one training process of {member.job_dir}, found {found}"
+    os.kill(int(found[0]), signal.SIGKILL)
+
+
+def test_sigkilled_member_without_retries_shows_failed_and_resume_completes_it(slurm_cluster, tmp_path):
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *LONGER, "launcher.max_failures=0",
+                      f"output_root={tmp_path}", cwd=tmp_path).returncode == 0
     sweep_dir = _sweep_dir(tmp_path)
     member = manifest.load(sweep_dir).members[0]
-    _wait_for(Path(member.job_dir) / "checkpoints" / "last.ckpt")
-    found = subprocess.run(["pgrep", "-f", f"submitit.core._submit .*{sweep_dir.name}"], capture_output=True,
-                           text=True).stdout.split()
-    assert found, "the member's python process was not found"
-    for pid in found:
-        os.kill(int(pid), signal.SIGKILL)
+    _kill_training_process(sweep_dir, member)
     started = time.monotonic()
     assert _wait_until_ended(sweep_dir, timeout=120) == ["FAILED"]
     assert time.monotonic() - started < 120  # seen as failed in bounded time, not hanging on a dead job
+    sacct = subprocess.run(["sacct", "-n", "-P", "-X", "--format=State", "-j", member.job_ids[-1]],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert sacct == ["FAILED"]
 
     resumed = _orchestra("resume", str(sweep_dir), cwd=tmp_path)
     assert resumed.returncode == 0 and "resuming 1 member(s)" in resumed.stdout
     assert _wait_until_ended(sweep_dir, timeout=300) == ["COMPLETED"]
     results = json.loads((Path(member.job_dir) / "results.json").read_text())
     assert results["state"] == "COMPLETED" and results["attempts"] == 2
+
+
+def test_sigkilled_member_is_run_again_in_place_by_max_failures(slurm_cluster, tmp_path):
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *LONGER, f"output_root={tmp_path}",
+                      cwd=tmp_path).returncode == 0  # launcher.max_failures=1 by default
+    sweep_dir = _sweep_dir(tmp_path)
+    member = manifest.load(sweep_dir).members[0]
+    _kill_training_process(sweep_dir, member)
+    assert _wait_until_ended(sweep_dir, timeout=300) == ["COMPLETED"]  # nobody called resume
+    after = manifest.load(sweep_dir).members[0]
+    assert (after.attempts, after.retries, after.job_ids) == (2, 1, member.job_ids)  # same job, run again in place
+    results = json.loads((Path(member.job_dir) / "results.json").read_text())
+    assert results["state"] == "COMPLETED" and results["attempts"] == 2 and len(results["history"]) == 3
+    logs = "".join(p.read_text() for p in (sweep_dir / "slurm").rglob("*_log.out"))
+    assert "member killed by SIGKILL; running it again in place" in logs and "resuming from" in logs
 
 
 def test_two_task_member_runs_ddp_ranks_0_and_1(slurm_cluster, tmp_path):

@@ -74,6 +74,7 @@ def test_python_error_is_failed_in_sacct_and_resume_reruns_only_that_member(slur
     sweep_dir = _sweep_dir(tmp_path)
     assert _wait_until_ended(sweep_dir) == ["COMPLETED", "FAILED"]
     bad = manifest.load(sweep_dir).members[1]
+    assert (bad.attempts, bad.retries) == (1, 0)  # a Python error is never retried (launcher.max_failures=1)
     sacct = subprocess.run(["sacct", "-n", "-P", "-X", "--format=State", "-j", bad.job_ids[-1]],
                            capture_output=True, text=True, check=True).stdout.split()
     assert sacct == ["FAILED"]  # never COMPLETED: the job exits non-zero
