@@ -20,6 +20,7 @@ commands:
   status [SWEEP_DIR]                state of every member (latest sweep by default), log tail of failures
   resume SWEEP_DIR                  re-run the members that did not complete, from their last.ckpt
   cancel SWEEP_DIR                  cancel the members still queued or running
+  sync   SWEEP_DIR [--dry-run]      upload the members' offline wandb runs (needs `wandb login`)
   report [SWEEP_DIR]                the comparison table again
   cluster up|down|status            a single-node development SLURM cluster on this machine
 
@@ -101,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print_report(open_sweep(overrides[0] if overrides else None))
             return 0
+        if command == "sync":
+            from orchestra.wandb_sync import sync
+
+            if len(overrides) != 1 or flags - {"--dry-run"}:
+                raise UserError("usage: orchestra sync SWEEP_DIR [--dry-run]")
+            return sync(overrides[0], dry_run="--dry-run" in flags)
         if command == "cluster":
             from launch.cluster.cli import main as cluster_main
 

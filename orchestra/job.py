@@ -66,7 +66,7 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         default_root_dir=str(job_dir),
         callbacks=[*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")],
-        logger=build_logger(cfg.logger, job_dir, run_name=job_dir.name),
+        logger=build_logger(cfg, job_dir),
         plugins=plugins,
         enable_progress_bar=False,
         enable_model_summary=False,
