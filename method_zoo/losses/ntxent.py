@@ -34,6 +34,7 @@ class NTXEntLoss(nn.Module):
         self_cols = offset + rows
         positive_cols = offset + (rows + n) % (2 * n)
         # A row is never its own negative; the most negative finite value keeps softmax free of NaNs.
-        exclude = torch.tensor(torch.finfo(logits.dtype).min, dtype=logits.dtype, device=logits.device)
+        # torch.full, not torch.tensor: a host-to-device copy of a Python scalar would wait for the GPU each step.
+        exclude = torch.full((), torch.finfo(logits.dtype).min, dtype=logits.dtype, device=logits.device)
         logits = logits.index_put((rows, self_cols), exclude)
         return F.cross_entropy(logits, positive_cols)
