@@ -59,3 +59,21 @@ def test_ragged_view_counts_are_reported():
 def test_sample_idx_of_wrong_length_is_a_method_error():
     with pytest.raises(MethodError, match="one entry per row"):
         split_views(torch.zeros(4, 2), torch.tensor([0, 0, 1]), 2, "m")
+
+
+def test_loader_layout_takes_the_host_fast_path_and_matches_the_general_path():
+    n, views = 6, 3
+    x = torch.randn(n * views, 4, requires_grad=True)
+    canonical = torch.arange(n).repeat(views)  # the loaders' layout: view v of image i at row v * n + i
+    fast = split_views(x, canonical, views, "m")
+    # The same rows under a permutation go through the sort path; regrouped they must be the same views.
+    perm = torch.randperm(n * views, generator=torch.Generator().manual_seed(1))
+    general = split_views(x[perm], canonical[perm], views, "m")
+    for v in range(views):
+        torch.testing.assert_close(fast[v], x[v * n:(v + 1) * n])
+    # Within an image the general path keeps batch order, so compare as sets of rows per image.
+    for i in range(n):
+        torch.testing.assert_close(torch.stack([f[i] for f in fast]).sort(0).values,
+                                   torch.stack([g[i] for g in general]).sort(0).values)
+    sum(f.sum() * (v + 1) for v, f in enumerate(fast)).backward()
+    assert x.grad[:, 0].tolist() == [1.0] * n + [2.0] * n + [3.0] * n
