@@ -9,6 +9,7 @@ offline runs write no summary file and wandb's API needs a server.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import warnings
 from pathlib import Path
@@ -266,3 +267,25 @@ def test_mode_rule(monkeypatch, tmp_path):
     assert resolve_mode("auto") == "online"
     with pytest.raises(UserError, match="logger.mode 'cloud' is not one of offline, online, auto"):
         resolve_mode("cloud")
+
+
+def test_sync_skips_runs_wandb_already_uploaded(requeued_member, tmp_path, capsys):
+    from orchestra.wandb_sync import sync
+
+    sweep_copy = tmp_path / requeued_member["sweep_dir"].name
+    shutil.copytree(requeued_member["sweep_dir"], sweep_copy, symlinks=True)
+    sweep = manifest.load(sweep_copy)  # the copy's manifest still names the original dirs; point it at the copy
+    sweep.sweep_dir = str(sweep_copy)
+    for member in sweep.members:
+        member.job_dir = str(sweep_copy / Path(member.job_dir).name)
+    manifest.create(sweep)
+    first = sorted((sweep_copy / "000-seed=1" / "wandb").glob("offline-run-*"))[0]
+    (first / f"run-{first.name.rsplit('-', 1)[-1]}.wandb.synced").write_text("")  # the marker `wandb sync` leaves
+
+    assert sync(sweep_copy, dry_run=True) == 0
+    out = capsys.readouterr().out
+    assert "1 offline run(s) of 1 member(s) would be uploaded" in out and first.name not in out
+    for folder in sorted(first.parent.glob("offline-run-*"))[1:]:
+        (folder / f"run-{folder.name.rsplit('-', 1)[-1]}.wandb.synced").write_text("")
+    assert sync(sweep_copy) == 0  # nothing left: no login needed, nothing run
+    assert "nothing to upload" in capsys.readouterr().out
