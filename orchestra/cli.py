@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cluster_main(rest)
         raise UserError(f"unknown command '{command}'; commands: train, sweep, status, resume, cancel, report, "
-                        f"cluster (see orchestra --help)")
+                        f"sync, cluster (see orchestra --help)")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
