@@ -63,7 +63,8 @@ def train(overrides: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if argv is None:  # wandb records sys.argv in its run metadata; our own parsing uses `args` from here on
+    if argv is None and args[:1] in (["train"], ["sweep"]):  # wandb records sys.argv in its run metadata; our own
+        # parsing uses `args` from here on. Only these take overrides; the others stay free of the omegaconf import.
         from orchestra.config import redact_overrides
 
         sys.argv[1:] = redact_overrides(args)

@@ -6,12 +6,9 @@ Imports neither torch nor Lightning, so a status of a hundred members is one pro
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
-
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from launch import manifest
 from orchestra.errors import UserError
@@ -105,37 +102,64 @@ def _log_tail(job_dir: str, lines: int = 3) -> str:
     return ""
 
 
-def status_table(sweep_dir: Path, rows: list[dict]) -> Table:
+COLUMNS = ("#", "overrides", "state", "attempts", "elapsed", "knn/top1", "job id")
+STATE_COLORS = {"FAILED": "red", "COMPLETED": "green", "CANCELLED": "yellow"}
+_ANSI = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "reset": "\033[0m"}
+
+
+def _cells(row: dict) -> list[str]:
+    member, results = row["member"], row["results"]
+    metric = results.get("metrics", {}).get("knn/top1")
+    elapsed = row["scheduler"].get("elapsed") or (f"{results['wall_time_s']:.0f}s" if "wall_time_s" in results
+                                                 else "")
+    return [str(member.index), " ".join(member.overrides), member.state,
+            str(max(member.attempts, results.get("attempts", 0))), elapsed,
+            "" if metric is None else f"{metric:.4f}", member.job_ids[-1] if member.job_ids else ""]
+
+
+def status_table(sweep_dir: Path, rows: list[dict]):
+    """The rich table of the live view (``--wait``)."""
+    from rich.table import Table
+
     table = Table(title=f"sweep {sweep_dir}")
-    for column in ("#", "overrides", "state", "attempts", "elapsed", "knn/top1", "job id"):
+    for column in COLUMNS:
         table.add_column(column)
     for row in rows:
-        member, results = row["member"], row["results"]
-        metric = results.get("metrics", {}).get("knn/top1")
-        elapsed = row["scheduler"].get("elapsed") or (f"{results['wall_time_s']:.0f}s" if "wall_time_s" in results
-                                                     else "")
-        style = {"FAILED": "red", "COMPLETED": "green", "CANCELLED": "yellow"}.get(member.state)
-        table.add_row(str(member.index), " ".join(member.overrides), member.state,
-                      str(max(member.attempts, results.get("attempts", 0))), elapsed,
-                      "" if metric is None else f"{metric:.4f}", member.job_ids[-1] if member.job_ids else "",
-                      style=style)
+        table.add_row(*_cells(row), style=STATE_COLORS.get(row["member"].state))
     return table
+
+
+def status_text(sweep_dir: Path, rows: list[dict], color: bool = False) -> str:
+    """The same table as plain aligned text: rich measures and wraps every cell, ~0.3 s of a 100-member status."""
+    table = [list(COLUMNS), *(_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines = [f"sweep {sweep_dir}", "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    for row, cells in zip(rows, table[1:], strict=True):
+        line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        tint = STATE_COLORS.get(row["member"].state) if color else None
+        lines.append(f"{_ANSI[tint]}{line}{_ANSI['reset']}" if tint else line)
+    return "\n".join(lines)
 
 
 def status(path: str | None) -> int:
     sweep_dir = open_sweep(path)
     rows = refresh(sweep_dir)
-    console = Console()
-    console.print(status_table(sweep_dir, rows))
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(status_text(sweep_dir, rows, color))
     for row in rows:
         if row["member"].state == "FAILED":
             error = row["results"].get("error") or _log_tail(row["member"].job_dir)
-            console.print(f"[red]member {row['member'].index} failed:[/] {error}", highlight=False)
+            label = f"member {row['member'].index} failed:"
+            print(f"{_ANSI['red']}{label}{_ANSI['reset']} {error}" if color else f"{label} {error}")
     return 0
 
 
 def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
     """A live table until every member has ended."""
+    from rich.console import Console
+    from rich.live import Live
+
     with Live(console=Console(), refresh_per_second=1) as live:
         while True:
             rows = refresh(sweep_dir)

@@ -38,6 +38,16 @@ def prepare_job_dir(job_dir: Path, cfg) -> None:
         raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
 
 
+def write_job_config(job_dir: Path, container: dict) -> None:
+    from orchestra.config_rendering import config_yaml
+
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        (job_dir / "config.yaml").write_text(config_yaml(container))
+    except OSError as err:
+        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
+
+
 def _member_name(index: int, member: list[str], swept: list[str]) -> str:
     values = dict(o.split("=", 1) for o in member if "=" in o)
     label = "_".join(f"{k}={values[k]}" for k in swept if k in values)
@@ -77,16 +87,18 @@ def launch_members(sweep_dir: Path, members: list[manifest.Member], launcher: di
 
 
 def sweep(overrides: list[str], dry_run: bool) -> int:
-    from orchestra.config import SECRET_KEY, compose, expand, redact_overrides
+    from orchestra.config import SECRET_KEY, expand, redact_overrides
+    from orchestra.member_configs import MemberConfigs
 
     members = expand(overrides)
-    configs = [compose(member) for member in members]  # every member is validated before anything runs
+    configs = MemberConfigs(members)  # every member is validated before anything runs
+    first = configs.config(0)
     members = [redact_overrides(m) for m in members]  # secrets never reach the manifest, dir names or terminal
     values = [dict(o.split("=", 1) for o in m if "=" in o) for m in members]
     keys = list(dict.fromkeys(k for v in values for k in v if not SECRET_KEY.search(k)))
     swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys[:1]
-    launcher = OmegaConf.to_container(configs[0].launcher, resolve=True)
-    sweep_dir = unique_dir(Path(configs[0].output_root) / "sweeps" / stamp()).resolve()
+    launcher = OmegaConf.to_container(first.launcher, resolve=True)
+    sweep_dir = unique_dir(Path(first.output_root) / "sweeps" / stamp()).resolve()
     entries = [manifest.Member(index=i, overrides=m, job_dir=str(sweep_dir / _member_name(i, m, swept)))
                for i, m in enumerate(members)]
     if dry_run:
@@ -105,8 +117,9 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
             slurm.check_settings(launcher)
         except slurm.SchedulerError as err:
             raise UserError(str(err)) from None
-    for entry, cfg in zip(entries, configs, strict=True):
-        prepare_job_dir(Path(entry.job_dir), cfg)
+    resolved = [configs.resolved(entry.index, job_dir=entry.job_dir) for entry in entries]  # all, before writing
+    for entry, container in zip(entries, resolved, strict=True):
+        write_job_config(Path(entry.job_dir), container)
     command = ["orchestra", "sweep", *redact_overrides(overrides)]
     manifest.create(manifest.Sweep(sweep_dir=str(sweep_dir), command=command, launcher=str(launcher["name"]),
                                    created_at=manifest.now(), members=entries, swept_keys=swept,
