@@ -167,7 +167,7 @@ def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
             if all(row["member"].state in TERMINAL for row in rows):
                 break
             time.sleep(every_s)
-    from orchestra.report import print_report
+    from orchestra.reporting import print_report
 
     print_report(sweep_dir)
     return 0 if all(row["member"].state == "COMPLETED" for row in rows) else 1

@@ -56,7 +56,7 @@ def _member_name(index: int, member: list[str], swept: list[str]) -> str:
 
 def launch_members(sweep_dir: Path, members: list[manifest.Member], launcher: dict) -> int:
     """Start ``members`` with the sweep's launcher; local runs block, SLURM returns once queued."""
-    from orchestra.report import print_report
+    from orchestra.reporting import print_report
 
     if launcher["name"] == "slurm":
         from launch import slurm

@@ -1,0 +1,49 @@
+"""``orchestra report``: the comparison of a sweep's members, from the manifest and their results files.
+
+collect (rows) -> aggregate (configurations, mean ± std over seeds) -> summary (cells shared by every format) ->
+render_table (terminal), write_files (report.md, results.csv), plots (PNGs), html (report.html).
+Never imports torch: a report of a running sweep on a login node must be quick.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestra.atomic import atomic_write, write_text
+from orchestra.reporting.summary import Report, build
+
+__all__ = ["Report", "build", "print_report", "write_report"]
+
+
+def write_report(report: Report) -> list[Path]:
+    """report.md, results.csv, report.html and the PNGs, each written atomically into the sweep directory."""
+    from orchestra.reporting import html, plots, write_files
+
+    figures = plots.draw_all(report)
+    written = []
+    for name, png in figures.items():
+        atomic_write(report.sweep_dir / name, lambda handle, png=png: handle.write(png))
+        written.append(report.sweep_dir / name)
+    for name, text in (("report.md", write_files.markdown(report, list(figures))),
+                       ("results.csv", write_files.results_csv(report)),
+                       ("report.html", html.render(report, figures))):
+        write_text(report.sweep_dir / name, text)
+        written.append(report.sweep_dir / name)
+    return written
+
+
+def print_report(sweep_dir: Path, console: Console | None = None, write: bool = True) -> Report:
+    """The table in the terminal and, unless ``write`` is false, the report files in the sweep directory."""
+    from orchestra.reporting.render_table import print_terminal
+
+    console = console or Console()
+    report = build(Path(sweep_dir))
+    print_terminal(report, console)
+    if write:
+        written = write_report(report)
+        console.print(f"report: {report.sweep_dir / 'report.html'} (also " +
+                      ", ".join(p.name for p in written if p.name != "report.html") + ")", highlight=False,
+                      soft_wrap=True)
+    return report
