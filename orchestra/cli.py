@@ -21,7 +21,9 @@ commands:
   resume SWEEP_DIR                  re-run the members that did not complete, from their last.ckpt
   cancel SWEEP_DIR                  cancel the members still queued or running
   sync   SWEEP_DIR [--dry-run]      upload the members' offline wandb runs (needs `wandb login`)
-  report [SWEEP_DIR]                the comparison table again
+  report [SWEEP_DIR] [--wandb]      comparison table (mean ± std over seeds), report.md/.html, results.csv, plots
+                                    in the sweep dir; --wandb also publishes it as a wandb Report (needs a server)
+  eval   SWEEP_DIR|JOB_DIR          offline linear evaluation of frozen backbones; adds linear_top1 to results
   cluster up|down|status            a single-node development SLURM cluster on this machine
 
 examples:
@@ -98,11 +100,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(f"usage: orchestra {command} [SWEEP_DIR]")
             return getattr(sweep_status, command)(overrides[0] if overrides else None)
         if command == "report":
-            from orchestra.report import print_report
-            from orchestra.sweep_status import open_sweep
+            from orchestra.reporting.command import report_command
 
-            print_report(open_sweep(overrides[0] if overrides else None))
-            return 0
+            if len(overrides) > 1 or flags - {"--wandb"}:
+                raise UserError("usage: orchestra report [SWEEP_DIR] [--wandb]")
+            return report_command(overrides[0] if overrides else None, wandb="--wandb" in flags)
+        if command == "eval":
+            from orchestra.linear_eval_command import eval_command
+
+            if len(overrides) != 1 or flags:
+                raise UserError("usage: orchestra eval SWEEP_DIR|JOB_DIR (a sweep directory or one member's)")
+            return eval_command(overrides[0])
         if command == "sync":
             from orchestra.wandb_sync import sync
 
@@ -113,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             from launch.cluster.cli import main as cluster_main
 
             return cluster_main(rest)
-        raise UserError(f"unknown command '{command}'; commands: train, sweep, status, resume, cancel, report, "
+        raise UserError(f"unknown command '{command}'; commands: train, sweep, status, resume, cancel, report, eval, "
                         f"sync, cluster (see orchestra --help)")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
