@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestra.errors import UserError
 
-GROUPS = ("method", "backbone", "data", "logger", "trainer", "launcher", "experiment")
+GROUPS = ("method", "backbone", "data", "logger", "trainer", "strategy", "launcher", "experiment")
 
 
 def group_options(group: str) -> list[str]:
@@ -87,12 +87,16 @@ def compose(overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="conf", version_base=None):
         try:
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
         except (HydraException, OmegaConfBaseException) as err:
             # Explain against the config this member would have had (its groups chosen), not the defaults.
             groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
             base = hydra_compose(config_name="config", overrides=groups)
             raise UserError(_explain_override_error(str(err), base)) from None
+    from orchestra.strategies import check_strategy
+
+    check_strategy(cfg.get("strategy"), cfg.trainer)  # e.g. DeepSpeed on CPU: refused before any process starts
+    return cfg
 
 
 def resolved_container(cfg: DictConfig) -> dict:

@@ -53,7 +53,16 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     pl.seed_everything(int(cfg.seed), verbose=False)
     datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed))
     datamodule.setup("fit")
+    from orchestra.lr_scaling import apply_lr_scaling, describe
+    from orchestra.strategies import build_strategy
+
+    results["optim"] = apply_lr_scaling(cfg)
+    print(describe(results["optim"]), flush=True)
     module = instantiate(cfg.module, _convert_="all")
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    legacy = trainer_args.pop("strategy", None)  # job dirs written before the strategy group kept it here
+    strategy, module.parallel_plan = build_strategy(
+        OmegaConf.to_container(cfg.strategy) if "strategy" in cfg else {"name": legacy or "auto"}, trainer_args, module)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     history = ValidationHistory()
     guard = PreemptionGuard(job_dir / "checkpoints" / "last.ckpt")
@@ -63,7 +72,8 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
 
         plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns requeueing; two owners would fight
     trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        **trainer_args,
+        strategy=strategy,
         default_root_dir=str(job_dir),
         callbacks=[*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")],
         logger=build_logger(cfg, job_dir),
@@ -79,6 +89,9 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
         results["floors"] = knn_floors(module, datamodule)
     if last.exists():
         print(f"resuming from {last}", flush=True)
+    # Distributed strategies re-seed inside fit before callbacks build the probe; seeding here too gives every
+    # strategy the same probe initialisation (1 process and 2 ranks start identical).
+    pl.seed_everything(int(cfg.seed), verbose=False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
     finally:

@@ -41,8 +41,12 @@ class Module(pl.LightningModule):
     """
 
     def __init__(self, forward: Callable | str, optim: dict | None = None, hparams: dict | None = None,
-                 **parts: Any) -> None:
+                 channels_last: bool = False, compile: bool = False, **parts: Any) -> None:
         super().__init__()
+        # Applied in configure_model (see orchestra.model_setup); `compile` would shadow nn.Module.compile.
+        self.channels_last, self.compile_backbone = bool(channels_last), bool(compile)
+        self.parallel_plan = None  # set by the job from the strategy config before fit
+        self._model_configured = False
         self.forward_fn = resolve_forward(forward)
         self.forward = types.MethodType(self.forward_fn, self)
         for name, part in parts.items():
@@ -55,6 +59,20 @@ class Module(pl.LightningModule):
     @property
     def method_name(self) -> str:
         return self.forward_fn.__name__
+
+    def configure_model(self) -> None:
+        if self._model_configured:  # Lightning may call it again (e.g. fit after validate); once is the contract
+            return
+        self._model_configured = True
+        from orchestra.model_setup import configure
+
+        configure(self, self.parallel_plan, self.channels_last, self.compile_backbone)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.channels_last and isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor) \
+                and batch["image"].dim() == 4:
+            batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
+        return batch
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         outputs = self(batch, stage="train")

@@ -1,0 +1,151 @@
+"""The ``strategy`` config group -> a Lightning strategy object, plus what the strategy changes in the model.
+
+``check_strategy`` imports neither torch nor Lightning, so the CLI refuses an impossible request (DeepSpeed on
+CPU, an unknown stage) with one line before any process starts. ``build_strategy`` runs in the job.
+
+Global batch: ``data.batch_size`` is the batch summed over every device and node (each rank trains on its
+``1/world_size`` slice of the same batch, see ``orchestra.data.batches``). So the usual rule
+"global = per-device batch x devices x nodes x accumulation" holds with per-device batch =
+``data.batch_size / (devices x num_nodes)``; ``orchestra.lr_scaling`` uses ``data.batch_size x accumulation``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestra.errors import UserError
+
+KNOWN_STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
+
+
+def _name(strategy: dict | None) -> str:
+    return str((strategy or {}).get("name", "auto"))
+
+
+def check_strategy(strategy: dict | None, trainer: dict) -> None:
+    """One-line refusals for requests that cannot run; cheap (no torch import)."""
+    name = _name(strategy)
+    if name not in KNOWN_STRATEGIES:
+        raise UserError(f"unknown strategy '{name}'; known: {', '.join(KNOWN_STRATEGIES)}")
+    if name == "deepspeed":
+        if str(trainer.get("accelerator", "cpu")) == "cpu":
+            raise UserError("strategy=deepspeed runs on CUDA GPUs only and trainer.accelerator is cpu; "
+                            "use trainer=gpu on a GPU machine, or strategy=fsdp (sharded, runs on CPU) or strategy=ddp")
+        if int((strategy or {}).get("stage", 2)) not in (1, 2, 3):
+            raise UserError(f"strategy.stage={strategy.get('stage')} is not a ZeRO stage; use 1, 2 or 3")
+
+
+def _backend(strategy: dict, trainer: dict) -> str | None:
+    if strategy.get("backend"):
+        return str(strategy["backend"])
+    return "gloo" if str(trainer.get("accelerator")) == "cpu" else None  # None: Lightning picks nccl on GPU
+
+
+def build_strategy(strategy: dict | None, trainer: dict, module: Any = None):
+    """Returns (the ``strategy`` argument for ``pl.Trainer``, the model plan for ``Module.configure_model``)."""
+    from orchestra.model_setup import ParallelPlan
+
+    strategy = dict(strategy or {})
+    check_strategy(strategy, trainer)
+    name = _name(strategy)
+    if name == "auto":
+        return "auto", ParallelPlan()
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        built = DDPStrategy(process_group_backend=_backend(strategy, trainer),
+                            find_unused_parameters=bool(strategy.get("find_unused_parameters", False)),
+                            gradient_as_bucket_view=bool(strategy.get("gradient_as_bucket_view", True)))
+        return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)))
+    if name == "fsdp":
+        ranks = _int(trainer.get("devices"), "trainer.devices") * _int(trainer.get("num_nodes", 1), "trainer.num_nodes")
+        built = AtomicModelParallelStrategy(data_parallel_size=ranks, tensor_parallel_size=1,
+                                            process_group_backend=_backend(strategy, trainer))
+        return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), fsdp=True,
+                                   reshard_after_forward=bool(strategy.get("reshard_after_forward", True)))
+    return _deepspeed(strategy, module), ParallelPlan()
+
+
+def _int(value: Any, key: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key}={value} must be a number of devices for strategy=fsdp (e.g. {key}=8)") from None
+
+
+def _deepspeed(strategy: dict, module: Any):
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("strategy=deepspeed runs on CUDA GPUs only and this machine has none; "
+                        "use strategy=fsdp or strategy=ddp here")
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise UserError("strategy=deepspeed needs the deepspeed package; run: pip install deepspeed") from None
+    stage = int(strategy.get("stage", 2))
+    if stage == 3 and module is not None and _has_teacher(module):
+        raise UserError("ZeRO stage 3 partitions parameters, which BYOL's EMA teacher update needs whole; "
+                        "use strategy.stage=2 or strategy=fsdp")
+    return _atomic_deepspeed_class()(stage=stage, offload_optimizer=bool(strategy.get("offload_optimizer", False)),
+                                     offload_parameters=bool(strategy.get("offload_parameters", False)))
+
+
+def _has_teacher(module: Any) -> bool:
+    from method_zoo import TeacherStudentWrapper
+
+    return any(isinstance(part, TeacherStudentWrapper) for part in module.modules())
+
+
+class DirectoryCheckpointSwap:
+    """Mixin for strategies whose checkpoint is a directory written by every rank (FSDP2 DCP, DeepSpeed).
+
+    Atomic means a reader sees the old checkpoint or the new one: all ranks write into a staging directory, then
+    rank 0 publishes it (``orchestra.checkpointing.publish_directory``) while the others wait.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, filepath, storage_options: Any = None) -> None:
+        from orchestra.checkpointing import publish_directory, staging_path
+
+        final = Path(self.broadcast(str(filepath)))
+        staging = staging_path(final)
+        if self.global_rank == 0:
+            _remove(staging)
+        self.barrier("checkpoint-staging")
+        super().save_checkpoint(checkpoint, staging, storage_options)
+        self.barrier("checkpoint-written")
+        if self.global_rank == 0:
+            publish_directory(staging, final)
+        self.barrier("checkpoint-published")
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _model_parallel_class():
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    class AtomicModelParallelStrategy(DirectoryCheckpointSwap, ModelParallelStrategy):
+        pass
+
+    return AtomicModelParallelStrategy
+
+
+def _atomic_deepspeed_class():
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    class AtomicDeepSpeedStrategy(DirectoryCheckpointSwap, DeepSpeedStrategy):
+        pass
+
+    return AtomicDeepSpeedStrategy
+
+
+def AtomicModelParallelStrategy(**kwargs: Any):  # noqa: N802 - a class built lazily so that importing is cheap
+    return _model_parallel_class()(**kwargs)

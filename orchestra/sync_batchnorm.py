@@ -1,0 +1,69 @@
+"""BatchNorm over the global batch on any device: what ``torch.nn.SyncBatchNorm`` does, but also on CPU (gloo).
+
+torch's SyncBatchNorm refuses CPU tensors, and without synchronised statistics a 2-rank run normalises each half
+batch by its own mean and variance, so it cannot equal one process on the whole batch. Here the statistics are two
+autograd-aware all-reduces (sum, then sum of squared deviations), so gradients flow to every rank's rows exactly as
+in one process; running statistics are updated from the global values, identical on every rank.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from method_zoo.distributed import all_reduce_with_grad, world_size
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """Drop-in for BatchNorm1d/2d/3d (same parameters, buffers and state-dict keys)."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"GlobalBatchNorm expects at least 2-D input (got {input.dim()}-D)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not self.training or world_size() == 1:
+            return super().forward(input)
+        self._check_input_dim(input)
+        dims = [0, *range(2, input.dim())]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        local_count = torch.tensor([input.numel() / input.shape[1]], dtype=input.dtype, device=input.device)
+        totals = all_reduce_with_grad(torch.cat([input.sum(dims), local_count]))
+        count = totals[-1].detach()
+        mean = totals[:-1] / count
+        centred = input - mean.reshape(shape)
+        var = all_reduce_with_grad((centred * centred).sum(dims)) / count
+        output = centred * torch.rsqrt(var + self.eps).reshape(shape)
+        if self.affine:
+            output = output * self.weight.reshape(shape) + self.bias.reshape(shape)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach(), count)
+        return output
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        unbiased = var * count / (count - 1).clamp(min=1)
+        self.running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        self.running_var.mul_(1 - momentum).add_(unbiased, alpha=momentum)
+
+
+def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every plain BatchNorm layer in ``module`` (in place where possible) by a GlobalBatchNorm."""
+    if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm | GlobalBatchNorm):
+        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                    module.track_running_stats, device=_device_of(module))
+        converted.load_state_dict(module.state_dict())
+        converted.requires_grad_(all(p.requires_grad for p in module.parameters()))  # a teacher's stay frozen
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, convert_to_global_batchnorm(child))
+    return module
+
+
+def _device_of(module: nn.Module) -> torch.device | None:
+    tensor = next(iter([*module.parameters(), *module.buffers()]), None)
+    return tensor.device if tensor is not None else None
