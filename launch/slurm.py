@@ -57,8 +57,11 @@ def _executor(sweep_dir: Path, settings: dict[str, Any]):
             params[key] = settings[key]
     if settings.get("mem_gb"):
         params["mem"] = f"{settings['mem_gb']}G"
-    if int(settings.get("gpus_per_node") or 0):
-        params["gpus_per_node"] = int(settings["gpus_per_node"])
+    gpus = settings.get("gpus_per_node")
+    if gpus is None and str(settings.get("accelerator")) in ("gpu", "cuda"):
+        gpus = settings.get("tasks_per_node", 1)  # one GPU per rank
+    if int(gpus or 0):
+        params["gpus_per_node"] = int(gpus)
     if settings.get("setup"):
         params["setup"] = list(settings["setup"])
     extra = {}

@@ -100,7 +100,7 @@ def test_sigkilled_member_is_run_again_in_place_by_max_failures(slurm_cluster, t
 
 
 def test_two_task_member_runs_ddp_ranks_0_and_1(slurm_cluster, tmp_path):
-    ddp = ["launcher.tasks_per_node=2", "trainer.devices=2", "trainer.strategy=ddp"]
+    ddp = ["trainer.devices=2", "strategy=ddp"]  # the launcher derives tasks_per_node=2 from trainer.devices
     assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *TINY, *ddp, f"output_root={tmp_path}",
                       cwd=tmp_path).returncode == 0
     sweep_dir = _sweep_dir(tmp_path)
