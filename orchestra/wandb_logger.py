@@ -20,6 +20,8 @@ STEP_METRIC = "trainer/global_step"
 class FailSafeWandbLogger(WandbLogger):
     def __init__(self, *, summary_metrics: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            del self._wandb_init["anonymous"]  # passing None makes wandb warn in every job log that it is unused
         self._summary_metrics = summary_metrics
         self._broken = False
         self._closed = False
