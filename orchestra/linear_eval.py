@@ -23,7 +23,7 @@ PROTOCOL = ("frozen backbone from checkpoints/last.ckpt; embeddings of the unaug
             "images; features standardised with train mean/std; multinomial logistic regression fitted full-batch "
             "with L-BFGS from zero weights, L2 strength chosen on a seeded 10% train hold-out from "
             "{grid}, then refitted on all train images; top-1 on the validation split")
-WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1)
+WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 MAX_ITERATIONS = 100
 HOLDOUT_FRACTION = 0.1
 SMALL_PROBLEM = 4_000_000  # feature-matrix elements below which the classifier is fitted on one thread

@@ -15,7 +15,7 @@ def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
     found = []
     for member in sweep.members:
         inside = sweep_dir / Path(member.job_dir).name  # a copied or moved sweep keeps its members inside
-        label = " ".join(member.overrides[:4]) or f"member {member.index}"
+        label = " ".join(o for o in member.overrides if o.split("=", 1)[0] in sweep.swept_keys) or "all swept"
         found.append((f"member {member.index} ({label})", inside if inside.is_dir() else Path(member.job_dir)))
     return found
 

@@ -106,11 +106,13 @@ class Verdict:
         if self.runner_up is None:
             return text + "; the only configuration with results"
         second = self.runner_up.stats[self.metric]
+        if self.lead < 5e-5:  # equal at the 4 digits shown
+            return text + f", tied with {self.runner_up.label} ({second.text()})"
         text += f", ahead of {self.runner_up.label} ({second.text()}) by {self.lead:.4f}"
         spread = max((s.std for s in (best, second) if s.std is not None), default=None)
         if spread is None:
             return text + "; no repeats, so no uncertainty estimate (sweep seed=0,1,2 for one)"
-        if self.lead < spread:
+        if self.lead <= spread:
             return text + f"; within the seed spread (std up to {spread:.4f}), so not a clear win"
         return text
 

@@ -46,7 +46,7 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         f'<p class="verdict">{escape(report.verdict_text())}</p>',
         *(f'<p class="warning">warning: {escape(w)}</p>' for w in report.rows.warnings),
         "<h2>Configurations (top-1 on the validation split, last validation)</h2>",
-        _table(headers, report.cells(), state_column, state_column),
+        _table(headers, report.cells(), headers.index("n"), state_column),
     ]
     failed = [m for m in report.rows.members if m.state == "FAILED"]
     if failed:
