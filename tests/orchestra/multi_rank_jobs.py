@@ -1,0 +1,93 @@
+"""Run the real job body (``orchestra.job.run_job``) on several job directories in one process, in order.
+
+Started once per rank by ``launch_ranks`` with the variables torchrun or srun would set (RANK, LOCAL_RANK,
+WORLD_SIZE, MASTER_ADDR/PORT), so Lightning joins the ranks instead of spawning its own: one interpreter start and
+one process group serve several members, which keeps the distributed tests short. A member that fails (or is
+preempted on purpose) prints one line and the next member runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+
+class PreemptOnceAtEpoch(pl.Callback):
+    """Stops every rank at the start of epoch ``epoch`` (after the previous epoch's checkpoint), the first time
+    only: a marker file per rank remembers it, so the rerun of the same job directory trains to the end.
+    """
+
+    def __init__(self, marker: str, epoch: int = 1) -> None:
+        self.marker, self.epoch = marker, epoch
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        marker = Path(f"{self.marker}.rank{trainer.global_rank}")
+        if trainer.current_epoch == self.epoch and not marker.exists():
+            marker.touch()
+            raise RuntimeError(f"simulated preemption at the start of epoch {self.epoch}")
+
+
+def main(job_dirs: list[str]) -> int:
+    from orchestra.job import run_job
+
+    failures = 0
+    for job_dir in job_dirs:
+        try:
+            run_job(job_dir)
+        except BaseException as err:  # noqa: BLE001 - a simulated preemption is one of the expected outcomes
+            failures += 1
+            print(f"member {job_dir} stopped: {type(err).__name__}: {err}", flush=True)
+    return 0 if failures == 0 else 3
+
+
+def initial_state(job_dir: Path) -> dict:
+    """A job's parameters before training: same seed, same construction order as ``orchestra.job``."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from orchestra.data.datamodule import build_datamodule
+
+    cfg = OmegaConf.load(Path(job_dir) / "config.yaml")
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed)).setup("fit")
+    return instantiate(cfg.module, _convert_="all").state_dict()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(job_dirs: list[Path], world: int, env: dict[str, str]) -> list[subprocess.Popen]:
+    """Start ``main(job_dirs)`` in ``world`` processes (one per rank)."""
+    port = str(_free_port())
+    processes = []
+    for rank in range(world):
+        rank_env = {**env, "OMP_NUM_THREADS": "1"}
+        if world > 1:
+            rank_env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE=str(world), RANK=str(rank),
+                            LOCAL_RANK=str(rank), NODE_RANK="0")
+        processes.append(subprocess.Popen([sys.executable, __file__, *map(str, job_dirs)], env=rank_env, text=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    return processes
+
+
+def outputs(processes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    """Each rank's output (stdout and stderr), once every rank has ended."""
+    texts = [process.communicate(timeout=timeout)[0] for process in processes]
+    return texts
+
+
+def launch_ranks(job_dirs: list[Path], world: int, env: dict[str, str], timeout: float = 600) -> list[str]:
+    return outputs(start_ranks(job_dirs, world, env), timeout)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.exit(main(sys.argv[1:]))
