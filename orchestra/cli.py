@@ -55,7 +55,19 @@ def train(overrides: list[str]) -> int:
     job_dir = unique_dir(Path(cfg.output_root) / "train" / f"{stamp()}-{cfg.method_name}")
     prepare_job_dir(job_dir, cfg)
     print(f"job directory: {job_dir}", flush=True)
-    results = run_job(job_dir)
+    if str(cfg.trainer.devices) != "1" or str(cfg.trainer.num_nodes) != "1":
+        # Lightning starts the other ranks by re-running this process's command line; a job process makes them join
+        # this job directory instead of each composing (and creating) its own.
+        import subprocess
+
+        from orchestra.results import read_results
+
+        code = subprocess.call([sys.executable, "-m", "orchestra.job", str(job_dir)])
+        if code != 0:
+            return code
+        results = read_results(job_dir / "results.json")
+    else:
+        results = run_job(job_dir)
     metrics = results.get("metrics", {})
     Console().print(f"[bold]{cfg.method_name}[/]: kNN top-1 {metrics.get('knn/top1', float('nan')):.4f}, "
                     f"probe top-1 {metrics.get('probe/top1', float('nan')):.4f}, "
