@@ -96,3 +96,9 @@ def test_nnclr_global_queue_holds_the_same_rows(runs):
     assert sorted(match.tolist()) == list(range(filled))
     print(f"nnclr queue: max difference relative to the largest entry {_relative(b[match], a):.2e}")
     assert _relative(b[match], a) <= STATISTIC_TOLERANCE
+
+
+def test_results_record_the_same_global_batch_and_lr_for_one_and_two_ranks(runs):
+    single = read_json(runs["simclr", 1] / "results.json")["optim"]
+    ddp = read_json(runs["simclr", 2] / "results.json")["optim"]
+    assert single == ddp and single["global_batch"] == 64 and single["lr"] == pytest.approx(0.01)
