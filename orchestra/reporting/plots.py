@@ -11,6 +11,7 @@ import io
 from orchestra.reporting.aggregate import METRICS
 from orchestra.reporting.summary import Report
 
+MAX_LEGEND = 24
 CURVES = (("probe/top1", "linear probe top-1 (online)"), ("knn/top1", "kNN top-1 (online)"))
 
 
@@ -29,13 +30,17 @@ def learning_curves(report: Report) -> bytes:
 
     figure = Figure(figsize=(11, 4.2))
     axes = figure.subplots(1, 2, sharey=True)
+    configs = list(dict.fromkeys(m.config for m in report.rows.members))
+    palette = [f"C{i}" for i in range(10)]
     for ax, (key, title) in zip(axes, CURVES, strict=True):
         for member in report.rows.members:
             points = [(h["step"], h["metrics"][key]) for h in member.history
                       if key in h.get("metrics", {}) and "step" in h]
             if points:
                 steps, values = zip(*points, strict=True)
+                # Seeds of one configuration share a colour, so a spread reads as a band, not as rivals.
                 ax.plot(steps, values, marker="o", markersize=3, linestyle="-" if member.completed else "--",
+                        color=palette[configs.index(member.config) % len(palette)],
                         label=f"{member.label}" + ("" if member.completed else f" ({member.state})"))
         if key == "knn/top1":
             for (label, value), style in zip(report.floors, (":", "-."), strict=False):
@@ -45,6 +50,9 @@ def learning_curves(report: Report) -> bytes:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("top-1 on the validation split")
     handles, labels = axes[1].get_legend_handles_labels()
+    if len(handles) > MAX_LEGEND:  # a hundred-member sweep would get a legend taller than the plot
+        labels = [*labels[:MAX_LEGEND - 1], f"... {len(handles) - MAX_LEGEND + 1} more (see report.md)"]
+        handles = handles[:MAX_LEGEND]
     if handles:
         figure.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8,
                       frameon=False)
