@@ -49,15 +49,37 @@ class FailSafeWandbLogger(WandbLogger):
             return DummyExperiment()
         if self._experiment is None:
             try:
-                import wandb
-
-                # finish_previous: a run left open in this process (an earlier in-process job) must not be reused
-                self._experiment = wandb.init(**self._wandb_init, reinit="finish_previous")
-                self._define_metrics(self._experiment)
+                self._experiment = self._start()
             except Exception as err:
-                self._stop("starting the run", err)
-                return DummyExperiment()
+                if self._wandb_init.get("mode") != "online":
+                    self._stop("starting the run", err)
+                    return DummyExperiment()
+                try:
+                    self._experiment = self._start_offline_instead(err)
+                except Exception as offline_err:
+                    self._stop("starting the run (online, then offline)", offline_err)
+                    return DummyExperiment()
         return self._experiment
+
+    def _start(self) -> Any:
+        import wandb
+
+        # finish_previous: a run left open in this process (an earlier in-process job) must not be reused
+        run = wandb.init(**self._wandb_init, reinit="finish_previous")
+        self._define_metrics(run)
+        return run
+
+    def _start_offline_instead(self, online_error: Exception) -> Any:
+        """A node without internet (common on clusters) still gets a local run that `orchestra sync` uploads."""
+        import wandb
+
+        wandb.teardown()  # the failed online start keeps the run id claimed inside wandb's service process
+        self._wandb_init["mode"] = "offline"
+        run = self._start()
+        reason = (str(online_error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"wandb could not start online ({type(online_error).__name__}: {reason}); logging offline "
+                      f"instead, upload later with: orchestra sync SWEEP_DIR", RuntimeWarning, stacklevel=4)
+        return run
 
     def _define_metrics(self, run: Any) -> None:
         run.define_metric(STEP_METRIC)

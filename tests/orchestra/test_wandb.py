@@ -289,3 +289,33 @@ def test_sync_skips_runs_wandb_already_uploaded(requeued_member, tmp_path, capsy
         (folder / f"run-{folder.name.rsplit('-', 1)[-1]}.wandb.synced").write_text("")
     assert sync(sweep_copy) == 0  # nothing left: no login needed, nothing run
     assert "nothing to upload" in capsys.readouterr().out
+
+
+def test_online_without_a_reachable_server_logs_offline_instead(tmp_path, monkeypatch):
+    # A cluster node with a login but no internet: a closed local port stands in for the unreachable server.
+    for key, value in _wandb_home(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    # wandb's defaults (90 s, retried requests) only make it slower to give up: ~100 s instead of ~8 s
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "3")
+    monkeypatch.setenv("WANDB_X_GRAPHQL_RETRY_MAX", "1")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    wandb.teardown()  # wandb reads WANDB_* once per process; a job process starts fresh, so must this one
+    job_dir = tmp_path / "job"
+    prepare_job_dir(job_dir, compose(_wandb_overrides(tmp_path, "trainer.limit_train_batches=1", "logger.mode=auto")))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = run_job(job_dir)
+    wandb.teardown()
+    about_wandb = [str(w.message) for w in caught if str(w.message).startswith("wandb ")]
+    assert len(about_wandb) == 1 and "could not start online" in about_wandb[0], about_wandb
+    assert "logging offline instead" in about_wandb[0]
+    assert results["state"] == "COMPLETED"
+    (folder,) = (job_dir / "wandb").glob("offline-run-*")
+    rows = [r["history"]["item"] for r in _records(folder) if r["type"] == "history"]
+    assert [row["knn/top1"] for row in rows if "knn/top1" in row] == pytest.approx(
+        [h["metrics"]["knn/top1"] for h in results["history"]], abs=1e-6)
+    assert not [p for p in job_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+    assert all(FAKE_KEY not in message for message in about_wandb)
