@@ -91,12 +91,12 @@ def publish_report(sweep_dir: Path, console: Console) -> None:
     if missing:
         _say(console, f"wandb report: skipped; it needs the wandb-workspaces package: {install}")
         return
-    logger = _logger_settings(sweep_dir)
-    if logger is None:
-        _say(console, f"wandb report: skipped; no member of {sweep_dir.name} was trained with logger=wandb")
-        return
-    waiting = sum(not run.synced for run in offline_runs(sweep_dir))
     try:
+        logger = _logger_settings(sweep_dir)
+        if logger is None:
+            _say(console, f"wandb report: skipped; no member of {sweep_dir.name} was trained with logger=wandb")
+            return
+        waiting = sum(not run.synced for run in offline_runs(sweep_dir))
         report = build_report(sweep_dir, project=logger.get("project") or "orchestra", entity=logger.get("entity"))
         report.save()
     except Exception as err:  # a server problem must not hide that the local report was written
