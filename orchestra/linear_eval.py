@@ -92,20 +92,41 @@ def _embeddings(module, loader, device) -> tuple[Any, Any]:
 
 def _load_backbone(job_dir: Path, cfg):
     """The member's Module with the checkpoint's weights; evaluator heads and queues of the run are not needed."""
-    import torch
     from hydra.utils import instantiate
 
     module = instantiate(cfg.module, _convert_="all")
     checkpoint_path = job_dir / "checkpoints" / "last.ckpt"
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # our own Lightning file
-    saved = checkpoint.get("state_dict", {})
+    saved, step = _read_checkpoint(checkpoint_path)
     own = module.state_dict()
     missing = [k for k in own if k not in saved]
     if missing:
         raise UserError(f"{checkpoint_path} does not fit {job_dir / 'config.yaml'} (missing {', '.join(missing[:3])}"
                         f"); was the config edited after training? restore it or retrain the member")
     module.load_state_dict({k: saved[k] for k in own})
-    return module.eval(), int(checkpoint.get("global_step", -1))
+    return module.eval(), step
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
+    """The full (unsharded) state dict and global step of a single-file or FSDP (distributed-checkpoint) last.ckpt."""
+    import tempfile
+
+    import torch
+
+    if path.is_file():
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own Lightning file
+        return checkpoint.get("state_dict", {}), int(checkpoint.get("global_step", -1))
+    if not (path / ".metadata").is_file():
+        raise UserError(f"{path} is a sharded checkpoint this command cannot read (only single-file and FSDP "
+                        f"distributed checkpoints); convert it to one file first (DeepSpeed: "
+                        f"lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict)")
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as scratch:  # the shards gathered into one file, on this process only
+        dcp_to_torch_save(path, Path(scratch) / "full.pt")
+        state = torch.load(Path(scratch) / "full.pt", map_location="cpu", weights_only=False)["state_dict"]
+    meta = path / "meta.pt"  # Lightning's non-tensor part: epoch, global_step, loops
+    step = int(torch.load(meta, weights_only=False).get("global_step", -1)) if meta.is_file() else -1
+    return state, step
 
 
 def evaluate(job_dir: Path) -> dict[str, Any]:

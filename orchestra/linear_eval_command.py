@@ -31,7 +31,7 @@ def _why_not(job_dir: Path) -> str | None:
     state = results.get("state") if isinstance(results, dict) else None
     if state != "COMPLETED":
         return f"is {state or 'not finished'} (linear evaluation needs a COMPLETED member)"
-    if not (job_dir / "checkpoints" / "last.ckpt").is_file():
+    if not (job_dir / "checkpoints" / "last.ckpt").exists():  # a file, or an FSDP checkpoint directory
         return f"has no {job_dir / 'checkpoints' / 'last.ckpt'}"
     return None
 
