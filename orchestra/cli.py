@@ -52,6 +52,9 @@ def train(overrides: list[str]) -> int:
     from orchestra.sweeping import prepare_job_dir, stamp, unique_dir
 
     cfg = compose(overrides)
+    from orchestra.strategies import check_strategy
+
+    check_strategy(cfg.get("strategy"), cfg.trainer)  # e.g. DeepSpeed on CPU: one line before any process starts
     job_dir = unique_dir(Path(cfg.output_root) / "train" / f"{stamp()}-{cfg.method_name}")
     prepare_job_dir(job_dir, cfg)
     print(f"job directory: {job_dir}", flush=True)

@@ -93,9 +93,6 @@ def compose(overrides: list[str]) -> DictConfig:
             groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
             base = hydra_compose(config_name="config", overrides=groups)
             raise UserError(_explain_override_error(str(err), base)) from None
-    from orchestra.strategies import check_strategy
-
-    check_strategy(cfg.get("strategy"), cfg.trainer)  # e.g. DeepSpeed on CPU: refused before any process starts
     return cfg
 
 

@@ -10,6 +10,7 @@ from orchestra.checkpointing import publish_directory, staging_path
 from orchestra.config import compose
 from orchestra.errors import UserError
 from orchestra.lr_scaling import apply_lr_scaling
+from orchestra.strategies import check_strategy
 
 
 def test_deepspeed_on_cpu_is_one_line_before_anything_runs(tmp_path):
@@ -21,8 +22,10 @@ def test_deepspeed_on_cpu_is_one_line_before_anything_runs(tmp_path):
 
 
 def test_deepspeed_stage_must_be_a_zero_stage():
+    cfg = compose(["strategy=deepspeed", "trainer=gpu", "strategy.stage=4"])
     with pytest.raises(UserError, match="ZeRO stage"):
-        compose(["strategy=deepspeed", "trainer=gpu", "strategy.stage=4"])
+        check_strategy(cfg.strategy, cfg.trainer)
+    check_strategy(compose(["strategy=deepspeed", "trainer=gpu"]).strategy, cfg.trainer)  # stage 2 on GPU: accepted
 
 
 @pytest.mark.parametrize(("rule", "expected"), [("none", 0.005), ("linear", 0.02), ("sqrt", 0.01)])
