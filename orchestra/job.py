@@ -34,7 +34,8 @@ def _quiet_lightning() -> None:
     """Job logs carry our progress lines; Lightning's tips and third-party deprecation notes only bury them."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # "not resumable": our sampler resumes mid-epoch itself (see orchestra.preemption), Lightning cannot see that
-    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*"):
+    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*",
+                    ".*but have passed in a `LightningDataModule`.*"):  # our Module's batch hooks are meant to win
         warnings.filterwarnings("ignore", message=pattern)
 
 
