@@ -18,6 +18,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from orchestra.rank_vote import SignalVote
+
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; the launcher treats it as not-failed
 _stopped_for_requeue = False
 
@@ -41,6 +43,7 @@ class PreemptionGuard(pl.Callback):
         self.received: int | None = None
         self.position: tuple[int, int] = (0, 0)  # (epoch, batches finished in it), kept in every checkpoint
         self.resume_at: tuple[int, int] | None = None
+        self.vote = SignalVote()
         self.previous: dict[int, Any] = {}
         for signum in signals:
             self.previous[signum] = signal.getsignal(signum)
@@ -57,6 +60,7 @@ class PreemptionGuard(pl.Callback):
         self.resume_at = tuple(state_dict["position"])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self.vote.start(trainer.world_size)
         # The sampler, not Lightning, skips the finished batches: Lightning only restores a loader's position when
         # the loader was built after the checkpoint was read, and the LR schedule's step count builds it earlier.
         sampler = getattr(trainer.train_dataloader, "sampler", None)
@@ -66,6 +70,8 @@ class PreemptionGuard(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         self.position = (trainer.current_epoch, batch_idx)
+        # Several ranks save together or not at all (see orchestra.rank_vote)
+        self.received = self.vote.agreed_signal(self.received)
         if self.received is None:
             return
         global _stopped_for_requeue

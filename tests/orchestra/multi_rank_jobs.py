@@ -9,6 +9,7 @@ preempted on purpose) prints one line and the next member runs.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +31,21 @@ class PreemptOnceAtEpoch(pl.Callback):
         if trainer.current_epoch == self.epoch and not marker.exists():
             marker.touch()
             raise RuntimeError(f"simulated preemption at the start of epoch {self.epoch}")
+
+
+class SignalOneRank(pl.Callback):
+    """Sends a real SIGUSR2 (submitit's preemption signal) to rank ``rank`` alone at batch ``batch`` of epoch
+    ``epoch``, the first time only (marker file): the other rank never sees a signal and must still save with it.
+    """
+
+    def __init__(self, marker: str, rank: int = 1, epoch: int = 1, batch: int = 1) -> None:
+        self.marker, self.rank, self.epoch, self.batch = marker, rank, epoch, batch
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        here = (trainer.global_rank, trainer.current_epoch, batch_idx) == (self.rank, self.epoch, self.batch)
+        if here and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signal.SIGUSR2)
 
 
 def main(job_dirs: list[str]) -> int:
@@ -78,13 +94,17 @@ def start_ranks(job_dirs: list[Path], world: int, env: dict[str, str]) -> list[s
     return processes
 
 
-def outputs(processes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+def outputs(processes: list[subprocess.Popen], timeout: float = 300) -> list[str]:
     """Each rank's output (stdout and stderr), once every rank has ended."""
-    texts = [process.communicate(timeout=timeout)[0] for process in processes]
-    return texts
+    try:
+        return [process.communicate(timeout=timeout)[0] for process in processes]
+    except subprocess.TimeoutExpired:
+        for process in processes:  # ranks waiting on each other would otherwise outlive the test
+            process.kill()
+        raise AssertionError(f"ranks still running after {timeout} s (waiting on each other?)") from None
 
 
-def launch_ranks(job_dirs: list[Path], world: int, env: dict[str, str], timeout: float = 600) -> list[str]:
+def launch_ranks(job_dirs: list[Path], world: int, env: dict[str, str], timeout: float = 300) -> list[str]:
     return outputs(start_ranks(job_dirs, world, env), timeout)
 
 
