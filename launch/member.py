@@ -39,13 +39,16 @@ class MemberJob:
             code, received, handlers = self._run_body()
             if code == 0:
                 return "completed"
+            usr2 = handlers.get(signal.SIGUSR2)
+            if signal.SIGUSR2 in received and callable(usr2) and (code == PREEMPTED_EXIT_CODE or code < 0):
+                # Preempted or out of time: requeue whether the body saved just now or died while stopping; either
+                # way it resumes from its last.ckpt. (A Python error stays an error.)
+                sys.stdout.flush()
+                usr2(signal.SIGUSR2, None)  # submitit: checkpoint(), requeue, exit
             if code == PREEMPTED_EXIT_CODE:
-                usr2 = handlers.get(signal.SIGUSR2)
-                if signal.SIGUSR2 in received and callable(usr2):
-                    sys.stdout.flush()
-                    usr2(signal.SIGUSR2, None)  # submitit: checkpoint(), requeue, exit
                 return "preempted"  # SLURM requeues this job itself (scontrol requeue); the next start resumes
-            if retry.killed_by_signal(code) and self._may_retry():
+            # A kill after SLURM's own SIGTERM (scancel, time limit) is the scheduler ending the job: not retried.
+            if retry.killed_by_signal(code) and not received and self._may_retry():
                 print(f"orchestra: member {retry.describe(code)}; running it again in place "
                       f"(launcher.max_failures={self.max_failures})", flush=True)
                 continue
@@ -59,7 +62,10 @@ class MemberJob:
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda signum, frame: received.append(signum))
         try:
-            child = subprocess.Popen([sys.executable, "-m", self.entry_module, self.job_dir])
+            # The body starts with SIGUSR2 ignored, not fatal: its guard takes it over while training and hands it
+            # back after, so a warning that lands during start-up or after the last batch cannot kill it.
+            child = subprocess.Popen([sys.executable, "-m", self.entry_module, self.job_dir],
+                                     preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
             code = child.wait()  # retried after each signal handler (PEP 475)
         finally:
             for signum, handler in handlers.items():
