@@ -24,6 +24,12 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; the launcher treats 
 _stopped_for_requeue = False
 
 
+def reset_stopped_for_requeue() -> None:
+    """A new job body in the same process starts unpreempted (tests and the SLURM retry loop run several)."""
+    global _stopped_for_requeue
+    _stopped_for_requeue = False
+
+
 def stopped_for_requeue() -> bool:
     """True once a guard has saved its checkpoint because of a signal (a Ctrl+C exit is not a preemption)."""
     return _stopped_for_requeue

@@ -68,6 +68,16 @@ def _wandb_env(tmp_path: Path) -> dict[str, str]:
                           WANDB_ARTIFACT_DIR=str(home / "artifacts"))
 
 
+def test_atomic_files_get_the_mode_a_plain_write_would_give(tmp_path):
+    import os
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    write_json(tmp_path / "atomic.json", {})
+    assert (tmp_path / "atomic.json").stat().st_mode == plain.stat().st_mode  # not mkstemp's private 0600
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
 def test_api_keys_from_overrides_or_environment_never_reach_the_job_dir(tmp_path):
     output_root = tmp_path / "out"
     result = run_cli(["train", f"+logger.api_key={CLI_SECRET}", *TINY, "logger=wandb",
