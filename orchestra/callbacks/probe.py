@@ -28,7 +28,9 @@ class LinearProbeHead(nn.Module):
         self.top1 = Top1Counter()
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.norm(features.detach().float()))
+        # The head's own dtype: float32 normally (autocast handles bf16-mixed), bf16 when DeepSpeed casts the whole
+        # model, float64 under 64-true; a fixed .float() would clash with the last two.
+        return self.linear(self.norm(features.detach().to(self.linear.weight.dtype)))
 
     def training_loss(self, outputs: dict) -> torch.Tensor:
         features = read_output(outputs, self.input, f"OnlineProbe '{self.name}'")
