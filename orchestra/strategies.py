@@ -42,7 +42,7 @@ def _backend(strategy: dict, trainer: dict) -> str | None:
     return "gloo" if str(trainer.get("accelerator")) == "cpu" else None  # None: Lightning picks nccl on GPU
 
 
-def build_strategy(strategy: dict | None, trainer: dict, module: Any = None):
+def build_strategy(strategy: dict | None, trainer: dict, module: Any = None, global_batch: int | None = None):
     """Returns (the ``strategy`` argument for ``pl.Trainer``, the model plan for ``Module.configure_model``)."""
     from orchestra.model_setup import ParallelPlan
 
@@ -60,11 +60,11 @@ def build_strategy(strategy: dict | None, trainer: dict, module: Any = None):
         return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)))
     if name == "fsdp":
         ranks = _int(trainer.get("devices"), "trainer.devices") * _int(trainer.get("num_nodes", 1), "trainer.num_nodes")
-        built = AtomicModelParallelStrategy(data_parallel_size=ranks, tensor_parallel_size=1,
-                                            process_group_backend=_backend(strategy, trainer))
+        built = _atomic_model_parallel_class()(data_parallel_size=ranks, tensor_parallel_size=1,
+                                               process_group_backend=_backend(strategy, trainer))
         return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), fsdp=True,
                                    reshard_after_forward=bool(strategy.get("reshard_after_forward", True)))
-    return _deepspeed(strategy, module), ParallelPlan()
+    return _deepspeed(strategy, module, trainer, global_batch), ParallelPlan()
 
 
 def _int(value: Any, key: str) -> int:
@@ -74,7 +74,7 @@ def _int(value: Any, key: str) -> int:
         raise UserError(f"{key}={value} must be a number of devices for strategy=fsdp (e.g. {key}=8)") from None
 
 
-def _deepspeed(strategy: dict, module: Any):
+def _deepspeed(strategy: dict, module: Any, trainer: dict, global_batch: int | None):
     import torch
 
     if not torch.cuda.is_available():
@@ -88,8 +88,12 @@ def _deepspeed(strategy: dict, module: Any):
     if stage == 3 and module is not None and _has_teacher(module):
         raise UserError("ZeRO stage 3 partitions parameters, which BYOL's EMA teacher update needs whole; "
                         "use strategy.stage=2 or strategy=fsdp")
+    # Lightning reads the micro-batch from loader.batch_sampler, which our sampler-built loaders do not have.
+    ranks = _int(trainer.get("devices", 1), "trainer.devices") * _int(trainer.get("num_nodes", 1), "trainer.num_nodes")
+    micro_batch = max(1, (global_batch or ranks) // ranks)
     return _atomic_deepspeed_class()(stage=stage, offload_optimizer=bool(strategy.get("offload_optimizer", False)),
-                                     offload_parameters=bool(strategy.get("offload_parameters", False)))
+                                     offload_parameters=bool(strategy.get("offload_parameters", False)),
+                                     logging_batch_size_per_gpu=micro_batch)
 
 
 def _has_teacher(module: Any) -> bool:
@@ -129,7 +133,8 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _model_parallel_class():
+# The strategy classes are defined on first use: importing this module must stay free of torch and Lightning.
+def _atomic_model_parallel_class():
     from lightning.pytorch.strategies import ModelParallelStrategy
 
     class AtomicModelParallelStrategy(DirectoryCheckpointSwap, ModelParallelStrategy):
@@ -146,6 +151,3 @@ def _atomic_deepspeed_class():
 
     return AtomicDeepSpeedStrategy
 
-
-def AtomicModelParallelStrategy(**kwargs: Any):  # noqa: N802 - a class built lazily so that importing is cheap
-    return _model_parallel_class()(**kwargs)
