@@ -150,4 +150,3 @@ def _atomic_deepspeed_class():
         pass
 
     return AtomicDeepSpeedStrategy
-
