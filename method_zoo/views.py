@@ -24,8 +24,10 @@ def split_views(x: Tensor, sample_idx: Tensor, n_views: int, method: str) -> lis
     rows = x.shape[0]
     if sample_idx.device.type == "cpu" and rows % n_views == 0:
         # The loaders' layout (view v of image i at row v * N + i) checked on the host: no wait for the accelerator.
+        # Rows keep their batch order, so DDP ranks' slices concatenate to the single-process order.
         n = rows // n_views
-        if torch.equal(sample_idx, torch.arange(n, dtype=sample_idx.dtype).repeat(n_views)):
+        first = sample_idx[:n]
+        if torch.equal(sample_idx, first.repeat(n_views)) and first.unique().numel() == n:
             return list(x.reshape(n_views, n, *x.shape[1:]).unbind(dim=0))
     # Stable sort keeps the within-image order of views, so "view 0" is whichever row came first.
     order = sample_idx.argsort(stable=True)

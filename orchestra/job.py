@@ -63,7 +63,8 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     legacy = trainer_args.pop("strategy", None)  # job dirs written before the strategy group kept it here
     strategy, module.parallel_plan = build_strategy(
-        OmegaConf.to_container(cfg.strategy) if "strategy" in cfg else {"name": legacy or "auto"}, trainer_args, module)
+        OmegaConf.to_container(cfg.strategy) if "strategy" in cfg else {"name": legacy or "auto"}, trainer_args, module,
+        global_batch=int(cfg.data.batch_size))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     history = ValidationHistory()
     guard = PreemptionGuard(job_dir / "checkpoints" / "last.ckpt")
@@ -122,6 +123,9 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
     if not config_file.exists():
         raise UserError(f"{job_dir} is not a job directory (no config.yaml); create one with orchestra train/sweep")
     cfg = OmegaConf.load(config_file)
+    from orchestra.preemption import reset_stopped_for_requeue
+
+    reset_stopped_for_requeue()
     results = read_results(job_dir / RESULTS)
     results.update(state="RUNNING", attempts=results.get("attempts", 0) + 1, method=cfg.get("method_name"),
                    started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir))

@@ -74,6 +74,13 @@ class Module(pl.LightningModule):
             batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
         return batch
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # sample_idx only tells views apart; on the host, method_zoo.split_views checks it without a GPU sync per step
+        if isinstance(batch, dict) and isinstance(batch.get("sample_idx"), torch.Tensor):
+            rest = {key: value for key, value in batch.items() if key != "sample_idx"}
+            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "sample_idx": batch["sample_idx"]}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         outputs = self(batch, stage="train")
         if not isinstance(outputs, dict) or "loss" not in outputs:
@@ -81,7 +88,8 @@ class Module(pl.LightningModule):
             raise UserError(f"{self.method_name} returned no 'loss' at stage 'train' (it returned: {keys}); "
                             f"a training forward must set out['loss']")
         loss = outputs["loss"]
-        self.log("train/loss", loss, prog_bar=True, batch_size=self._batch_size(batch))
+        # Not prog_bar: Lightning turns progress-bar values into Python floats every step, a GPU sync per step.
+        self.log("train/loss", loss, batch_size=self._batch_size(batch))
         for name, evaluator in self.evaluators.items():
             extra = evaluator.training_loss(outputs)
             if extra is not None:

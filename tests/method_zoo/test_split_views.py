@@ -64,16 +64,18 @@ def test_sample_idx_of_wrong_length_is_a_method_error():
 def test_loader_layout_takes_the_host_fast_path_and_matches_the_general_path():
     n, views = 6, 3
     x = torch.randn(n * views, 4, requires_grad=True)
-    canonical = torch.arange(n).repeat(views)  # the loaders' layout: view v of image i at row v * n + i
+    # the loaders' layout: view v of image i at row v * n + i, images named by (shuffled) dataset indices
+    canonical = torch.tensor([40, 3, 17, 8, 25, 11]).repeat(views)
     fast = split_views(x, canonical, views, "m")
     # The same rows under a permutation go through the sort path; regrouped they must be the same views.
     perm = torch.randperm(n * views, generator=torch.Generator().manual_seed(1))
     general = split_views(x[perm], canonical[perm], views, "m")
     for v in range(views):
         torch.testing.assert_close(fast[v], x[v * n:(v + 1) * n])
-    # Within an image the general path keeps batch order, so compare as sets of rows per image.
+    # The sort path orders images by index and keeps batch order within an image: compare the rows per image.
+    by_index = canonical[:n].argsort()
     for i in range(n):
-        torch.testing.assert_close(torch.stack([f[i] for f in fast]).sort(0).values,
+        torch.testing.assert_close(torch.stack([f[by_index[i]] for f in fast]).sort(0).values,
                                    torch.stack([g[i] for g in general]).sort(0).values)
     sum(f.sum() * (v + 1) for v, f in enumerate(fast)).backward()
     assert x.grad[:, 0].tolist() == [1.0] * n + [2.0] * n + [3.0] * n
