@@ -13,8 +13,18 @@ from orchestra.callbacks.keys import read_output
 
 def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
                 temperature: float) -> torch.Tensor:
-    """Weighted vote of the k most cosine-similar bank rows, weights ``exp(sim / T)`` (Wu et al. 2018)."""
-    similarity = F.normalize(queries.float(), dim=1) @ bank.T
+    """Weighted vote of the k most cosine-similar bank rows, weights ``exp(sim / T)`` (Wu et al. 2018).
+
+    Always in float32, also under bf16-mixed: bf16 resolves cosine similarities near 1 only to about 0.004, which
+    turns the top-k of early, similar embeddings into ties (kNN fell to chance on a GPU smoke run).
+    """
+    with torch.autocast(device_type=queries.device.type, enabled=False):
+        return _vote(F.normalize(queries.float(), dim=1), bank.float(), bank_labels, num_classes, k, temperature)
+
+
+def _vote(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
+          temperature: float) -> torch.Tensor:
+    similarity = queries @ bank.T
     top_sim, top_idx = similarity.topk(min(k, bank.shape[0]), dim=1)
     votes = torch.zeros(queries.shape[0], num_classes, device=queries.device)
     votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
