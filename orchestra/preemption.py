@@ -76,15 +76,16 @@ class PreemptionGuard(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module, batch, batch_idx: int) -> None:
         self.position = (trainer.current_epoch, batch_idx)
-        # Several ranks save together or not at all (see orchestra.rank_vote)
-        self.received = self.vote.agreed_signal(self.received)
-        if self.received is None:
+        # Several ranks save together or not at all (see orchestra.rank_vote). A signal that lands while this rank
+        # waits in the vote sets self.received after it cast its vote: keep it for the next batch, never drop it.
+        signum = self.vote.agreed_signal(self.received)
+        if signum is None:
             return
         global _stopped_for_requeue
         trainer.save_checkpoint(str(self.checkpoint_path))
         _stopped_for_requeue = True
         print(f"saved {self.checkpoint_path} at epoch {trainer.current_epoch} after {batch_idx} batches", flush=True)
-        signum, self.received = self.received, None
+        self.received = None
         handler = self.previous.get(signum)
         if signum == signal.SIGUSR2 and callable(handler):
             sys.stdout.flush()

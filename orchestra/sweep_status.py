@@ -36,13 +36,21 @@ def open_sweep(path: str | None) -> Path:
 
 
 def _pid_alive(job_id: str) -> bool:
+    """Whether the member's local process still runs. Its pid may since belong to another program (pids are
+    reused), and cancel must never signal that one: where /proc exists, the command line must be a job body's."""
     try:
-        os.kill(int(job_id.split(":", 1)[1]), 0)
+        pid = int(job_id.split(":", 1)[1])
+        os.kill(pid, 0)
     except (ProcessLookupError, ValueError, IndexError):
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return b"orchestra.job" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone in between, or a system without /proc
+    except OSError:
+        return True
 
 
 def member_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], results: dict) -> str:
@@ -85,7 +93,7 @@ def refresh(sweep_dir: Path) -> list[dict]:
     rows = []
     with manifest.updating(sweep_dir) as current:
         for member in current.members:
-            results = read_results(Path(member.job_dir) / "results.json")
+            results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
             member.state = member_state(member, scheduler, results)
             job_id = member.job_ids[-1] if member.job_ids else ""
             rows.append({"member": member, "results": results, "scheduler": scheduler.get(job_id, {})})
@@ -194,6 +202,8 @@ def cancel(path: str | None) -> int:
     with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
         for member in active:
             sweep.members[member.index].state = "CANCELLED"
+        # ids read under the lock: a local retry may have started a new process since `refresh`
+        active = [sweep.members[member.index] for member in active]
     slurm_ids = [m.job_ids[-1] for m in active if m.job_ids and not m.job_ids[-1].startswith("local:")]
     if slurm_ids:
         from launch import slurm

@@ -40,3 +40,18 @@ def test_members_never_submitted_are_resumable_not_active():
 def test_a_dead_local_process_reads_failed():
     # pid 999999999 cannot exist, as after a kill -9 of the member's process.
     assert member_state(_member(["local:999999999"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
+
+
+def test_a_reused_pid_of_another_program_is_not_the_member():
+    # After the member died its pid may belong to anything; cancel must not signal it and status must not wait on it.
+    import os
+    import subprocess
+    import sys
+
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert member_state(_member([f"local:{stranger.pid}"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
+    finally:
+        stranger.kill()
+        stranger.wait()
+    assert member_state(_member([f"local:{os.getpid()}"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
