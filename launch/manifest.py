@@ -69,6 +69,13 @@ def load(sweep_dir: Path | str) -> Sweep:
     return Sweep(**data)
 
 
+def member_dir(sweep_dir: Path | str, member: Member) -> Path:
+    """A member's job directory. Members live inside their sweep directory; looking there first keeps a copied or
+    moved sweep readable (the manifest records absolute paths)."""
+    inside = Path(sweep_dir) / Path(member.job_dir).name
+    return inside if inside.is_dir() else Path(member.job_dir)
+
+
 def is_sweep(path: Path | str) -> bool:
     return (Path(path) / MANIFEST).is_file()
 

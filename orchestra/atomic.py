@@ -9,9 +9,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-# Read once at import: reading the umask means setting it, which would race with threads creating files later.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def _read_umask() -> int:
+    """From /proc where it is there: os.umask can only read it by setting it, for every thread at once."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:

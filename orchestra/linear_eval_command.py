@@ -14,9 +14,8 @@ def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
     sweep = manifest.load(sweep_dir)
     found = []
     for member in sweep.members:
-        inside = sweep_dir / Path(member.job_dir).name  # a copied or moved sweep keeps its members inside
         label = " ".join(o for o in member.overrides if o.split("=", 1)[0] in sweep.swept_keys) or "all swept"
-        found.append((f"member {member.index} ({label})", inside if inside.is_dir() else Path(member.job_dir)))
+        found.append((f"member {member.index} ({label})", manifest.member_dir(sweep_dir, member)))
     return found
 
 
@@ -60,7 +59,11 @@ def eval_command(path: str) -> int:
         if reason:
             print(f"{name}: skipped, it {reason}", flush=True)
             continue
-        results = evaluate(job_dir)
+        try:
+            results = evaluate(job_dir)
+        except UserError as err:  # one unreadable member must not stop the others
+            print(f"{name}: skipped, {err}", flush=True)
+            continue
         info = results["linear_eval"]
         print(f"{name}: linear top-1 {results['linear_top1']:.4f} (L2 {info['weight_decay']:g}, "
               f"{info['train_images']} train / {info['val_images']} val images, step {info['checkpoint_step']})",

@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from launch import local, manifest
+from orchestra.atomic import write_text
 from orchestra.errors import UserError
 
 JOB_ENTRY = [sys.executable, "-m", "orchestra.job"]
@@ -33,7 +34,7 @@ def prepare_job_dir(job_dir: Path, cfg) -> None:
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
         cfg.job_dir = str(job_dir.resolve())
-        (job_dir / "config.yaml").write_text(to_yaml(cfg))
+        write_text(job_dir / "config.yaml", to_yaml(cfg))  # every requeue and retry reads it
     except OSError as err:
         raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
 
@@ -43,7 +44,7 @@ def write_job_config(job_dir: Path, container: dict) -> None:
 
     try:
         job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / "config.yaml").write_text(config_yaml(container))
+        write_text(job_dir / "config.yaml", config_yaml(container))
     except OSError as err:
         raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
 

@@ -28,7 +28,7 @@ def _say(console: Console, text: str) -> None:
 def _logger_settings(sweep_dir: Path) -> dict[str, Any] | None:
     """The logger section of the first member config that logged to wandb."""
     for member in manifest.load(sweep_dir).members:
-        config = Path(member.job_dir) / "config.yaml"
+        config = manifest.member_dir(sweep_dir, member) / "config.yaml"
         if config.is_file():
             logger = OmegaConf.to_container(OmegaConf.load(config)).get("logger") or {}
             if logger.get("kind") == "wandb":
@@ -39,7 +39,7 @@ def _logger_settings(sweep_dir: Path) -> dict[str, Any] | None:
 def _members_table(sweep_dir: Path) -> str:
     lines = ["| # | member | state | kNN top-1 | probe top-1 |", "|---|---|---|---|---|"]
     for member in manifest.load(sweep_dir).members:
-        results = read_results(Path(member.job_dir) / "results.json")
+        results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
         metrics = results.get("metrics", {}) if results.get("state") == "COMPLETED" else {}
         cells = [f"{metrics[k]:.4f}" if k in metrics else "—" for k in CURVES]
         lines.append(f"| {member.index} | {Path(member.job_dir).name} | {results.get('state', member.state)} | "

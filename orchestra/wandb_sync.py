@@ -37,7 +37,7 @@ def job_dirs(target: Path) -> list[Path]:
     from launch import manifest
 
     if manifest.is_sweep(target):
-        return [Path(m.job_dir) for m in manifest.load(target).members]
+        return [manifest.member_dir(target, m) for m in manifest.load(target).members]
     if (target / "config.yaml").is_file():
         return [target]
     raise UserError(f"{target} is neither a sweep directory (sweep.json) nor a job directory (config.yaml); pass "

@@ -17,22 +17,6 @@ from orchestra.reporting.summary import Report, build
 __all__ = ["Report", "build", "print_report", "write_report"]
 
 
-def _shareable(path: Path) -> None:
-    """Atomic writes start from a private temporary file (0600); a report is meant to be read by the team."""
-    path.chmod(0o666 & ~_umask())
-
-
-def _umask() -> int:
-    """The process umask, read without os.umask (which would briefly change it for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
-
-
 def write_report(report: Report) -> list[Path]:
     """report.md, results.csv, report.html and the PNGs, each written atomically into the sweep directory."""
     from orchestra.reporting import html, plots, write_files
@@ -47,8 +31,6 @@ def write_report(report: Report) -> list[Path]:
                        ("report.html", html.render(report, figures))):
         write_text(report.sweep_dir / name, text)
         written.append(report.sweep_dir / name)
-    for path in written:
-        _shareable(path)
     return written
 
 

@@ -74,12 +74,6 @@ def _read_results(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     return data
 
 
-def _job_dir(sweep_dir: Path, recorded: str) -> Path:
-    """Members live inside their sweep directory; looking there first keeps a copied or moved sweep reportable."""
-    inside = sweep_dir / Path(recorded).name
-    return inside if inside.is_dir() else Path(recorded)
-
-
 def _scheduler_states(members: list[manifest.Member]) -> dict[str, dict[str, str]]:
     job_ids = [m.job_ids[-1] for m in members if m.job_ids and not m.job_ids[-1].startswith("local:")]
     if not job_ids:
@@ -122,7 +116,7 @@ def collect(sweep_dir: Path) -> SweepRows:
     rows = []
     keys = list(sweep.swept_keys)
     for member in sweep.members:
-        job_dir = _job_dir(sweep_dir, member.job_dir)
+        job_dir = manifest.member_dir(sweep_dir, member)
         results = _read_results(job_dir / "results.json", warnings)
         if results is None:
             # Neither its numbers nor its own state can be trusted; it stays visible but out of every mean.
