@@ -148,8 +148,11 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
     finally:
         results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
         results["finished_at"] = _now()
-        results.update(attempt_costs(OmegaConf.to_container(cfg.trainer, resolve=True),
-                                     time.monotonic() - started, results))
+        try:
+            results.update(attempt_costs(OmegaConf.to_container(cfg.trainer, resolve=True),
+                                         time.monotonic() - started, results))
+        except Exception as err:  # bookkeeping must never hide the real outcome or cost the results file
+            results["costs_error"] = f"{type(err).__name__}: {err}"
         if writer:
             write_json(job_dir / RESULTS, results)
     return results

@@ -108,6 +108,16 @@ def _load_backbone(job_dir: Path, cfg):
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     """The full (unsharded) state dict and global step of a single-file or FSDP (distributed-checkpoint) last.ckpt."""
+    import pickle
+
+    try:
+        return _load_checkpoint(path)
+    except (RuntimeError, OSError, EOFError, KeyError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); "
+                        f"train the member again (orchestra resume) or evaluate another one") from None
+
+
+def _load_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     import tempfile
 
     import torch

@@ -66,3 +66,18 @@ def test_eval_refuses_a_failed_member_and_a_directory_that_is_no_run(sweep_with_
         assert result.returncode == 2, result.stdout + result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], result.stderr
+
+
+def test_eval_of_a_member_with_a_truncated_checkpoint_is_one_line(sweep_with_failure, tmp_path):
+    sweep_dir = Path(shutil.copytree(sweep_with_failure[0], tmp_path / "copy"))
+    completed = sorted(p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file())[0]
+    checkpoint = completed / "checkpoints" / "last.ckpt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short, as after a full disk
+    before = (completed / "results.json").read_text()
+
+    result = run_cli(["eval", str(sweep_dir)], cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    line = next(ln for ln in result.stdout.splitlines() if "cannot be read" in ln)
+    assert str(checkpoint) in line and "orchestra resume" in line
+    assert (completed / "results.json").read_text() == before
