@@ -26,13 +26,16 @@ def _name(strategy: dict | None) -> str:
 def check_strategy(strategy: dict | None, trainer: dict) -> None:
     """One-line refusals for requests that cannot run; cheap (no torch import)."""
     name = _name(strategy)
+    legacy = trainer.get("strategy")
+    if legacy not in (None, "auto") and strategy is not None:
+        raise UserError(f"trainer.strategy={legacy} is not read; the strategy has its own group: strategy={legacy}")
     if name not in KNOWN_STRATEGIES:
         raise UserError(f"unknown strategy '{name}'; known: {', '.join(KNOWN_STRATEGIES)}")
     if name == "deepspeed":
         if str(trainer.get("accelerator", "cpu")) == "cpu":
             raise UserError("strategy=deepspeed runs on CUDA GPUs only and trainer.accelerator is cpu; "
                             "use trainer=gpu on a GPU machine, or strategy=fsdp (sharded, runs on CPU) or strategy=ddp")
-        if int((strategy or {}).get("stage", 2)) not in (1, 2, 3):
+        if str((strategy or {}).get("stage", 2)) not in ("1", "2", "3"):
             raise UserError(f"strategy.stage={strategy.get('stage')} is not a ZeRO stage; use 1, 2 or 3")
 
 
@@ -71,7 +74,7 @@ def _int(value: Any, key: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise UserError(f"{key}={value} must be a number of devices for strategy=fsdp (e.g. {key}=8)") from None
+        raise UserError(f"{key}={value} must be a whole number of devices (e.g. {key}=8)") from None
 
 
 def _deepspeed(strategy: dict, module: Any, trainer: dict, global_batch: int | None):

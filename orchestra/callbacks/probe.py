@@ -28,9 +28,11 @@ class LinearProbeHead(nn.Module):
         self.top1 = Top1Counter()
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
-        # The head's own dtype: float32 normally (autocast handles bf16-mixed), bf16 when DeepSpeed casts the whole
-        # model, float64 under 64-true; a fixed .float() would clash with the last two.
-        return self.linear(self.norm(features.detach().to(self.linear.weight.dtype)))
+        # Each layer in its own dtype: float32 normally (autocast handles bf16-mixed), float64 under 64-true. DeepSpeed
+        # casts parameters to bf16 but leaves buffers (the norm's running statistics) in float32, and BatchNorm's
+        # backward refuses an input whose dtype differs from its running statistics (seen on a GPU smoke run).
+        normalized = self.norm(features.detach().to(self.norm.running_mean.dtype))
+        return self.linear(normalized.to(self.linear.weight.dtype))
 
     def training_loss(self, outputs: dict) -> torch.Tensor:
         features = read_output(outputs, self.input, f"OnlineProbe '{self.name}'")

@@ -26,6 +26,15 @@ def test_deepspeed_stage_must_be_a_zero_stage():
     with pytest.raises(UserError, match="ZeRO stage"):
         check_strategy(cfg.strategy, cfg.trainer)
     check_strategy(compose(["strategy=deepspeed", "trainer=gpu"]).strategy, cfg.trainer)  # stage 2 on GPU: accepted
+    cfg = compose(["strategy=deepspeed", "trainer=gpu", "strategy.stage=two"])
+    with pytest.raises(UserError, match="ZeRO stage"):  # not a ValueError traceback
+        check_strategy(cfg.strategy, cfg.trainer)
+
+
+def test_the_old_trainer_strategy_key_is_refused_not_silently_ignored():
+    cfg = compose(["+trainer.strategy=ddp"])
+    with pytest.raises(UserError, match="strategy=ddp"):
+        check_strategy(cfg.strategy, cfg.trainer)
 
 
 @pytest.mark.parametrize(("rule", "expected"), [("none", 0.005), ("linear", 0.02), ("sqrt", 0.01)])
