@@ -279,6 +279,8 @@ def main() -> int:
             if out:  # the device tool brings back files written under $OUT
                 for log in Path(tmp).glob("*.log"):
                     (Path(out) / log.name).write_text(log.read_text()[-20000:])
+                for results in Path(tmp).glob("smoke-*/results.json"):
+                    (Path(out) / f"{results.parent.name}-results.json").write_text(results.read_text())
     return 0 if all(row[1] == "ok" for row in smoke) else 1
 
 
