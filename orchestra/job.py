@@ -33,9 +33,11 @@ def _now() -> str:
 def _quiet_lightning() -> None:
     """Job logs carry our progress lines; Lightning's tips and third-party deprecation notes only bury them."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # "not resumable": our sampler resumes mid-epoch itself (see orchestra.preemption), Lightning cannot see that
+    # "not resumable": our sampler resumes mid-epoch itself (see orchestra.preemption), Lightning cannot see that.
+    # "LightningDataModule": our Module's batch hooks are meant to win. "srun": a local member on a machine that
+    # happens to have SLURM installed is not a mistake.
     for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*",
-                    ".*but have passed in a `LightningDataModule`.*"):  # our Module's batch hooks are meant to win
+                    ".*but have passed in a `LightningDataModule`.*", ".*The `srun` command is available.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

@@ -38,6 +38,9 @@ def apply_lr_scaling(cfg: Any) -> dict[str, Any]:
 
 
 def describe(record: dict[str, Any]) -> str:
-    return (f"lr {record['lr']:.6g} = {record['base_lr']:.6g} scaled {record['lr_scaling']} to global batch "
-            f"{record['global_batch']} (data.batch_size {record['batch_size']} x accumulate "
-            f"{record['accumulate_grad_batches']}; base {record['base_batch_size']})")
+    batch = (f"global batch {record['global_batch']} = data.batch_size {record['batch_size']} x accumulate "
+             f"{record['accumulate_grad_batches']}")
+    if record["lr_scaling"] == "none":
+        return f"lr {record['lr']:.6g} (optim.lr_scaling=none; {batch})"
+    return (f"lr {record['lr']:.6g} = {record['base_lr']:.6g} scaled {record['lr_scaling']} from batch "
+            f"{record['base_batch_size']} to {batch}")

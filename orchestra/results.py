@@ -12,8 +12,6 @@ EVALUATION_PROTOCOL = {
     "knn": "k=20, cosine similarity, votes weighted exp(sim/0.07); bank = backbone embeddings of the unaugmented "
            "training images; top-1 on the validation split",
     "reported_value": "last validation (not the best over epochs)",
-    "device_hours": "wall time x devices (SLURM: the job's allocation), summed over attempts that ended in Python; "
-                    "an attempt killed outright (kill -9, OOM killer, node loss) is not counted",
 }
 
 

@@ -97,7 +97,8 @@ class Report:
         ranking = METRICS[self.verdict.metric] if self.verdict else "probe top-1"
         return [*lines, f"table: {SPREAD_NOTE}", f"best configuration: highest mean {ranking}",
                 "device-hours: wall time x allocated GPUs (CPUs without GPUs) on SLURM, wall time x trainer devices "
-                "locally; per run, mean over the configuration's members"]
+                "locally, summed over a run's attempts (an attempt killed outright, e.g. by kill -9 or the OOM "
+                "killer, is not counted); per run, mean over the configuration's members"]
 
 
 def duration(seconds: float) -> str:
