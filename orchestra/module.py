@@ -88,12 +88,18 @@ class Module(pl.LightningModule):
             raise UserError(f"{self.method_name} returned no 'loss' at stage 'train' (it returned: {keys}); "
                             f"a training forward must set out['loss']")
         loss = outputs["loss"]
-        # Not prog_bar: Lightning turns progress-bar values into Python floats every step, a GPU sync per step.
-        self.log("train/loss", loss, batch_size=self._batch_size(batch))
+        # Only on the steps the loggers write (every trainer.log_every_n_steps): each self.log costs about a
+        # millisecond of host time, which a short GPU step cannot hide. Not prog_bar: Lightning turns progress-bar
+        # values into Python floats every step, a GPU sync per step.
+        every = max(1, int(self.trainer.log_every_n_steps or 1))
+        log = (self.trainer.global_step + 1) % every == 0 or batch_idx + 1 >= self.trainer.num_training_batches
+        if log:
+            self.log("train/loss", loss, batch_size=self._batch_size(batch))
         for name, evaluator in self.evaluators.items():
             extra = evaluator.training_loss(outputs)
             if extra is not None:
-                self.log(f"{name}/train_loss", extra, batch_size=self._batch_size(batch))
+                if log:
+                    self.log(f"{name}/train_loss", extra, batch_size=self._batch_size(batch))
                 loss = loss + extra
         return {**outputs, "loss": loss}
 
@@ -109,13 +115,16 @@ class Module(pl.LightningModule):
             for key, value in evaluator.validation_compute().items():
                 self.log(key, value, prog_bar=True, rank_zero_only=True)
 
+    def on_fit_start(self) -> None:
+        # Found once per fit rather than by walking every module after every optimizer step.
+        self._teachers = [part for part in self.modules() if isinstance(part, TeacherStudentWrapper)]
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # After the real optimizer step only, so gradient accumulation does not run the EMA schedule faster.
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        for part in self.modules():
-            if isinstance(part, TeacherStudentWrapper):
-                part.update_teacher(self.trainer.global_step + 1, total)
+        for teacher in self._teachers:
+            teacher.update_teacher(self.trainer.global_step + 1, self._total_steps)
 
     def configure_optimizers(self) -> dict:
         evaluator_params = {id(p) for p in self.evaluators.parameters()}
