@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,14 @@ class SignalAtBatch(pl.Callback):
                              batch_idx: int) -> None:
         if trainer.current_epoch == self.epoch and batch_idx == self.batch:
             os.kill(os.getpid(), self.signum)
+
+
+class SlowBatches(pl.Callback):
+    """Makes every training batch last at least ``seconds`` longer: a member that must outlive its time limit
+    whatever the machine's speed (a fast, idle machine finished the work inside the first window)."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        self.seconds = seconds
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        time.sleep(self.seconds)

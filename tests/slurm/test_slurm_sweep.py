@@ -24,8 +24,8 @@ TINY = ["data.train_limit=256", "data.val_limit=128", "data.batch_size=64", "dat
 SLURM = ["launcher=slurm", "launcher.partition=debug", "launcher.time_min=10", "launcher.cpus_per_task=1"]
 
 
-def _orchestra(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _orchestra(*args: str, cwd: Path, timeout: float = 120, **env_extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_extra}  # sbatch passes this environment on to the job
     return subprocess.run([*ORCHESTRA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
