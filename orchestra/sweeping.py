@@ -87,6 +87,17 @@ def launch_members(sweep_dir: Path, members: list[manifest.Member], launcher: di
     return 1 if failed else 0
 
 
+# Keys that shape a member's SLURM allocation: the sweep is ONE array, and every task of an array gets one shape.
+ALLOCATION_KEYS = ("launcher", "trainer", "trainer.devices", "trainer.num_nodes", "trainer.accelerator")
+
+
+def _refuse_swept_allocation(swept: list[str]) -> None:
+    shaped = [k for k in swept if k.lstrip("+~") in ALLOCATION_KEYS or k.lstrip("+~").startswith("launcher.")]
+    if shaped:
+        raise UserError(f"{', '.join(shaped)} would give members different SLURM allocations, but a sweep is one "
+                        f"job array of one shape; run one sweep per value (e.g. {shaped[0]}=<one value>)")
+
+
 def sweep(overrides: list[str], dry_run: bool) -> int:
     from orchestra.config import SECRET_KEY, expand, redact_overrides
     from orchestra.member_configs import MemberConfigs
@@ -99,6 +110,8 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
     keys = list(dict.fromkeys(k for v in values for k in v if not SECRET_KEY.search(k)))
     swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys[:1]
     launcher = OmegaConf.to_container(first.launcher, resolve=True)
+    if launcher["name"] == "slurm":
+        _refuse_swept_allocation([k for k in keys if len({v.get(k) for v in values}) > 1])
     sweep_dir = unique_dir(Path(first.output_root) / "sweeps" / stamp()).resolve()
     entries = [manifest.Member(index=i, overrides=m, job_dir=str(sweep_dir / _member_name(i, m, swept)))
                for i, m in enumerate(members)]

@@ -150,3 +150,16 @@ def test_sweep_without_multirun_flag_asks_for_it(tmp_path):
     line = _single_error_line(result.stderr)
     assert "-m" in line
     assert not (tmp_path / "sweeps").exists()
+
+
+def test_slurm_sweep_over_devices_is_refused_as_one_array_has_one_shape(tmp_path):
+    result = run_cli(["sweep", "method=simclr", "trainer.devices=1,2", "launcher=slurm", "-m", "--dry-run",
+                      f"output_root={tmp_path}"], cwd=tmp_path)
+    assert result.returncode == 2
+    line = _single_error_line(result.stderr)
+    assert "trainer.devices" in line and "one sweep per value" in line
+    assert not (tmp_path / "sweeps").exists()
+    # The same sweep locally is fine: each local member starts its own processes.
+    local = run_cli(["sweep", "method=simclr", "trainer.devices=1,2", "-m", "--dry-run", f"output_root={tmp_path}"],
+                    cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
