@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from orchestra.callbacks.accuracy import Top1Counter
 from orchestra.callbacks.keys import read_output
+from orchestra.callbacks.row_gather import gather_in_dataset_order
 
 
 def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
@@ -26,7 +28,7 @@ def _vote(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, 
           temperature: float) -> torch.Tensor:
     similarity = queries @ bank.T
     top_sim, top_idx = similarity.topk(min(k, bank.shape[0]), dim=1)
-    votes = torch.zeros(queries.shape[0], num_classes, device=queries.device)
+    votes = torch.zeros(queries.shape[0], num_classes, dtype=top_sim.dtype, device=queries.device)
     votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
     return votes.argmax(dim=1)
 
@@ -40,6 +42,7 @@ class KNNHead(nn.Module):
         self.register_buffer("bank", torch.empty(0), persistent=False)
         self.register_buffer("bank_labels", torch.empty(0, dtype=torch.long), persistent=False)
         self.top1 = Top1Counter()
+        self.reported = False
 
     def training_loss(self, outputs: dict) -> None:
         return None
@@ -59,13 +62,34 @@ class KNNHead(nn.Module):
 
     @torch.no_grad()
     def rebuild_bank(self, pl_module: pl.LightningModule, loader) -> None:
-        features, labels = [], []
+        """Embed this rank's share of the bank images, then gather every rank's share into dataset order.
+
+        Each rank embeds 1/world of the images (all ranks run the same number of batches, which FSDP's
+        parameter gathers need). Inputs pass the precision plugin as in validation (64-true, DeepSpeed's bf16).
+        """
+        trainer = pl_module.trainer
+        features, labels, rows = [], [], []
         for batch in loader:
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            outputs = pl_module(batch, stage="val")
+            batch = trainer.precision_plugin.convert_input(batch)
+            with trainer.precision_plugin.val_step_context():
+                outputs = pl_module(batch, stage="val")
             features.append(F.normalize(read_output(outputs, self.input, f"OnlineKNN '{self.name}'").float(), dim=1))
             labels.append(read_output(outputs, self.target, f"OnlineKNN '{self.name}'"))
-        self.bank, self.bank_labels = torch.cat(features), torch.cat(labels)
+            rows.append(batch["sample_idx"])
+        local = sum(len(r) for r in rows)
+        self.bank, self.bank_labels = gather_in_dataset_order(
+            _all_gather, trainer.world_size, torch.cat(rows), torch.cat(features), torch.cat(labels))
+        if trainer.world_size > 1 and not self.reported:
+            print(f"kNN bank: {local} of {len(self.bank)} images embedded on rank {trainer.global_rank}", flush=True)
+            self.reported = True
+
+
+def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
+    """(world, n, ...) from every rank's (n, ...); plain torch.distributed serves DDP, FSDP and DeepSpeed alike."""
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
 
 
 class OnlineKNN(pl.Callback):
@@ -84,4 +108,4 @@ class OnlineKNN(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        pl_module.evaluators[self.name].rebuild_bank(pl_module, trainer.datamodule.bank_dataloader())
+        pl_module.evaluators[self.name].rebuild_bank(pl_module, trainer.datamodule.bank_dataloader(sharded=True))

@@ -101,11 +101,11 @@ class ImageDataModule(pl.LightningDataModule):
             return self._loader(self.folders["val"], self.eval_batch_size, False, True)
         return self._loader(PlainImages(self.test, self.size, self.normalize), self.eval_batch_size, False, True)
 
-    def bank_dataloader(self) -> DataLoader:
-        """Unaugmented training images for the kNN bank; every rank reads all of them."""
+    def bank_dataloader(self, sharded: bool = False) -> DataLoader:
+        """Unaugmented training images for the kNN bank; ``sharded``: this rank's share of every batch only."""
         if self.dataset == "imagefolder":
-            return self._loader(self.folders["bank"], self.eval_batch_size, False, False)
-        return self._loader(PlainImages(self.train, self.size, self.normalize), self.eval_batch_size, False, False)
+            return self._loader(self.folders["bank"], self.eval_batch_size, False, sharded)
+        return self._loader(PlainImages(self.train, self.size, self.normalize), self.eval_batch_size, False, sharded)
 
     @property
     def num_classes(self) -> int:
