@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from orchestra.atomic import write_json
 from orchestra.costs import attempt_costs
 from orchestra.errors import UserError
-from orchestra.results import EVALUATION_PROTOCOL, read_results
+from orchestra.results import EVALUATION_PROTOCOL, UnreadableResults, read_results
 
 RESULTS = "results.json"
 
@@ -119,6 +119,20 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
+def _previous_results(path: Path) -> dict[str, Any]:
+    """Results of earlier attempts; an unreadable file is moved aside (kept, never overwritten) and the job goes on."""
+    try:
+        return read_results(path)
+    except UnreadableResults as err:
+        if not is_rank_zero():
+            return {}
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        print(f"warning: {err}; moved it to {aside.name} and started a new results file (the checkpoint, if any, "
+              f"still resumes training)", flush=True)
+        return {}
+
+
 def run_job(job_dir: Path | str) -> dict[str, Any]:
     job_dir = Path(job_dir).resolve()
     config_file = job_dir / "config.yaml"
@@ -128,7 +142,7 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
     from orchestra.preemption import reset_stopped_for_requeue
 
     reset_stopped_for_requeue()
-    results = read_results(job_dir / RESULTS)
+    results = _previous_results(job_dir / RESULTS)
     results.update(state="RUNNING", attempts=results.get("attempts", 0) + 1, method=cfg.get("method_name"),
                    started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir))
     results.pop("error", None)

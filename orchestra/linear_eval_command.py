@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from orchestra.errors import UserError
+from orchestra.results import UnreadableResults, read_results
 
 
 def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
@@ -22,12 +22,12 @@ def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
 def _why_not(job_dir: Path) -> str | None:
     """Why a member cannot be evaluated, or None when it can."""
     try:
-        results = json.loads((job_dir / "results.json").read_text())
-    except FileNotFoundError:
-        return "has not started (no results.json)"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        results = read_results(job_dir / "results.json")
+    except UnreadableResults:
         return f"has an unreadable {job_dir / 'results.json'}"
-    state = results.get("state") if isinstance(results, dict) else None
+    if not results:
+        return "has not started (no results.json)"
+    state = results.get("state")
     if state != "COMPLETED":
         return f"is {state or 'not finished'} (linear evaluation needs a COMPLETED member)"
     if not (job_dir / "checkpoints" / "last.ckpt").exists():  # a file, or an FSDP checkpoint directory

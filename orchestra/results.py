@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from orchestra.errors import UserError
+
 EVALUATION_PROTOCOL = {
     "linear_probe": "online linear layer on the detached backbone embedding (BatchNorm without affine, own lr, "
                     "no weight decay), trained on augmented training views; top-1 on the validation split",
@@ -15,9 +17,20 @@ EVALUATION_PROTOCOL = {
 }
 
 
+class UnreadableResults(UserError):
+    """A results file that exists but is not a JSON object (cut off, edited, or another program's file)."""
+
+
 def read_results(path: Path) -> dict[str, Any]:
-    """The results so far, or an empty dict for a job that never started."""
+    """The results so far, or an empty dict for a job that never started; ``UnreadableResults`` names a bad file."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
+        raise UnreadableResults(f"{path} is not readable as JSON ({reason}); restore the file or re-run that "
+                                f"member") from None
+    if not isinstance(data, dict):
+        raise UnreadableResults(f"{path} holds a {type(data).__name__}, not a results object; re-run that member")
+    return data

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from launch import manifest
 from orchestra.errors import UserError
-from orchestra.results import read_results
+from orchestra.results import UnreadableResults, read_results
 
 ACTIVE = {"PENDING", "RUNNING"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED"}
@@ -93,10 +93,15 @@ def refresh(sweep_dir: Path) -> list[dict]:
     rows = []
     with manifest.updating(sweep_dir) as current:
         for member in current.members:
-            results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
+            unreadable = None
+            try:
+                results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
+            except UnreadableResults as err:
+                results, unreadable = {}, str(err)
             member.state = member_state(member, scheduler, results)
             job_id = member.job_ids[-1] if member.job_ids else ""
-            rows.append({"member": member, "results": results, "scheduler": scheduler.get(job_id, {})})
+            rows.append({"member": member, "results": results, "scheduler": scheduler.get(job_id, {}),
+                         "unreadable": unreadable})
     return rows
 
 
@@ -156,6 +161,8 @@ def status(path: str | None) -> int:
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print(status_text(sweep_dir, rows, color))
     for row in rows:
+        if row["unreadable"]:
+            print(f"warning: member {row['member'].index}: {row['unreadable']}")
         if row["member"].state == "FAILED":
             error = row["results"].get("error") or _log_tail(row["member"].job_dir)
             label = f"member {row['member'].index} failed:"

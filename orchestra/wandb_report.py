@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from launch import manifest
-from orchestra.results import read_results
+from orchestra.results import UnreadableResults, read_results
 
 CURVES = ("knn/top1", "probe/top1")
 STEP_METRIC = "trainer/global_step"  # the x-axis orchestra's wandb logger defines for every metric
@@ -39,7 +39,10 @@ def _logger_settings(sweep_dir: Path) -> dict[str, Any] | None:
 def _members_table(sweep_dir: Path) -> str:
     lines = ["| # | member | state | kNN top-1 | probe top-1 |", "|---|---|---|---|---|"]
     for member in manifest.load(sweep_dir).members:
-        results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
+        try:
+            results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
+        except UnreadableResults:
+            results = {"state": "UNREADABLE"}
         metrics = results.get("metrics", {}) if results.get("state") == "COMPLETED" else {}
         cells = [f"{metrics[k]:.4f}" if k in metrics else "—" for k in CURVES]
         lines.append(f"| {member.index} | {Path(member.job_dir).name} | {results.get('state', member.state)} | "

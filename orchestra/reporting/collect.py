@@ -9,6 +9,7 @@ from typing import Any
 
 from launch import manifest
 from orchestra.errors import UserError
+from orchestra.results import UnreadableResults, read_results
 
 SEED_KEYS = ("seed", "+seed", "++seed")
 
@@ -61,17 +62,10 @@ class SweepRows:
 def _read_results(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     """The results so far ({} before the job started), or None when the file is unreadable (with a warning)."""
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        reason = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
-        warnings.append(f"skipped {path} (not readable as JSON, {reason}); restore the file or re-run that member")
+        return read_results(path)
+    except UnreadableResults as err:
+        warnings.append(f"skipped a member: {err}")
         return None
-    if not isinstance(data, dict):
-        warnings.append(f"skipped {path} (holds a {type(data).__name__}, not a results object); re-run that member")
-        return None
-    return data
 
 
 def _scheduler_states(members: list[manifest.Member]) -> dict[str, dict[str, str]]:

@@ -186,6 +186,25 @@ def test_corrupted_results_are_skipped_with_a_warning_and_a_queued_member_marks_
     # The copy reported its own members, not the original sweep's.
     assert str(sweep_dir) in (sweep_dir / "report.md").read_text()
 
+    status = run_cli(["status", str(sweep_dir)], cwd=tmp_path, env=WIDE)
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr[-3000:]
+    warnings = [line for line in status.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: member 0: ") and str(corrupted) in warnings[0]
+
+
+def test_a_job_moves_an_unreadable_results_file_aside_and_completes(finished_sweep, tmp_path):
+    member = _members(finished_sweep[0])[0]
+    job_dir = Path(shutil.copytree(member["job_dir"], tmp_path / "member"))
+    cut_off = '{"state": "COMPLETED", "attempts": 1, "metr'
+    (job_dir / "results.json").write_text(cut_off)
+    done = subprocess.run([sys.executable, "-m", "orchestra.job", str(job_dir)], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    aside = list(job_dir.glob("results.json.unreadable-*"))
+    assert len(aside) == 1 and aside[0].read_text() == cut_off  # kept byte for byte
+    assert f"moved it to {aside[0].name}" in done.stdout
+    assert read_json(job_dir / "results.json")["state"] == "COMPLETED"
+
 
 def test_unknown_and_empty_directories_get_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
