@@ -68,3 +68,13 @@ def test_one_epoch_of_each_method_writes_complete_results(tmp_path, method):
         assert teacher_keys
         for key in teacher_keys:
             assert not torch.equal(state[key], state[key.replace(".teacher.", ".student.")]), key
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_bf16_weights_train_and_evaluate(tmp_path, method):
+    """Weights and inputs in bf16 (trainer.precision=bf16-true), the dtypes DeepSpeed's bf16 gives on a GPU: the kNN
+    bank pass must convert its images like validation does (it fed float32 images to bf16 weights and crashed)."""
+    job_dir = train_in_process(tiny_overrides(tmp_path, method, "trainer.precision=bf16-true"))
+    results = read_json(job_dir / "results.json")
+    assert results["state"] == "COMPLETED", results.get("error")
+    assert results["metrics"]["knn/top1"] > 0.3 and math.isfinite(results["metrics"]["train/loss"])  # chance: 0.1
