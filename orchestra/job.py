@@ -35,9 +35,11 @@ def _quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # "not resumable": our sampler resumes mid-epoch itself (see orchestra.preemption), Lightning cannot see that.
     # "LightningDataModule": our Module's batch hooks are meant to win. "srun": a local member on a machine that
-    # happens to have SLURM installed is not a mistake.
+    # happens to have SLURM installed is not a mistake. "sync_dist": evaluators add their counts over ranks before
+    # they are logged (orchestra.callbacks.accuracy), so Lightning's averaging would be wrong, not missing.
     for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*",
-                    ".*but have passed in a `LightningDataModule`.*", ".*The `srun` command is available.*"):
+                    ".*but have passed in a `LightningDataModule`.*", ".*The `srun` command is available.*",
+                    ".*sync_dist=True.*when logging on epoch level.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

@@ -107,7 +107,7 @@ def _load_backbone(job_dir: Path, cfg):
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
-    """The full (unsharded) state dict and global step of a single-file or FSDP (distributed-checkpoint) last.ckpt."""
+    """The full (unsharded) state dict and global step of a single-file, FSDP (DCP) or DeepSpeed last.ckpt."""
     import pickle
 
     try:
@@ -125,10 +125,11 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     if path.is_file():
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # our own Lightning file
         return checkpoint.get("state_dict", {}), int(checkpoint.get("global_step", -1))
+    if (path / "latest").is_file():  # DeepSpeed's directory: ZeRO shards merged into one fp32 state dict
+        return _load_deepspeed_checkpoint(path)
     if not (path / ".metadata").is_file():
-        raise UserError(f"{path} is a sharded checkpoint this command cannot read (only single-file and FSDP "
-                        f"distributed checkpoints); convert it to one file first (DeepSpeed: "
-                        f"lightning.pytorch.utilities.deepspeed.convert_zero_checkpoint_to_fp32_state_dict)")
+        raise UserError(f"{path} is a directory but neither an FSDP nor a DeepSpeed checkpoint; train the member "
+                        f"again (orchestra resume)")
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
     with tempfile.TemporaryDirectory() as scratch:  # the shards gathered into one file, on this process only
@@ -137,6 +138,21 @@ def _load_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
     meta = path / "meta.pt"  # Lightning's non-tensor part: epoch, global_step, loops
     step = int(torch.load(meta, weights_only=False).get("global_step", -1)) if meta.is_file() else -1
     return state, step
+
+
+def _load_deepspeed_checkpoint(path: Path) -> tuple[dict[str, Any], int]:
+    import tempfile
+
+    import torch
+
+    try:
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+    except ImportError:
+        raise UserError(f"{path} is a DeepSpeed checkpoint; reading it needs: pip install deepspeed") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        convert_zero_checkpoint_to_fp32_state_dict(str(path), str(Path(scratch) / "full.pt"))
+        checkpoint = torch.load(Path(scratch) / "full.pt", map_location="cpu", weights_only=False)
+    return checkpoint["state_dict"], int(checkpoint.get("global_step", -1))
 
 
 def evaluate(job_dir: Path) -> dict[str, Any]:

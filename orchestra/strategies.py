@@ -11,6 +11,7 @@ Global batch: ``data.batch_size`` is the batch summed over every device and node
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,16 @@ def check_strategy(strategy: dict | None, trainer: dict) -> None:
     if name not in KNOWN_STRATEGIES:
         raise UserError(f"unknown strategy '{name}'; known: {', '.join(KNOWN_STRATEGIES)}")
     if name == "deepspeed":
-        if str(trainer.get("accelerator", "cpu")) == "cpu":
+        if str(trainer.get("accelerator", "cpu")) == "cpu" and not _rehearsal(strategy):
             raise UserError("strategy=deepspeed runs on CUDA GPUs only and trainer.accelerator is cpu; "
-                            "use trainer=gpu on a GPU machine, or strategy=fsdp (sharded, runs on CPU) or strategy=ddp")
+                            "use trainer=gpu on a GPU machine, or strategy=fsdp (sharded, runs on CPU) or strategy=ddp "
+                            "(strategy.cpu_rehearsal=true runs DeepSpeed on CPU to check a config, slowly)")
         if str((strategy or {}).get("stage", 2)) not in ("1", "2", "3"):
             raise UserError(f"strategy.stage={strategy.get('stage')} is not a ZeRO stage; use 1, 2 or 3")
+
+
+def _rehearsal(strategy: dict | None) -> bool:
+    return bool((strategy or {}).get("cpu_rehearsal", False))
 
 
 def _backend(strategy: dict, trainer: dict) -> str | None:
@@ -67,7 +73,8 @@ def build_strategy(strategy: dict | None, trainer: dict, module: Any = None, glo
                                                process_group_backend=_backend(strategy, trainer))
         return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), fsdp=True,
                                    reshard_after_forward=bool(strategy.get("reshard_after_forward", True)))
-    return _deepspeed(strategy, module, trainer, global_batch), ParallelPlan()
+    return (_deepspeed(strategy, module, trainer, global_batch),
+            ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False))))
 
 
 def _int(value: Any, key: str) -> int:
@@ -80,9 +87,12 @@ def _int(value: Any, key: str) -> int:
 def _deepspeed(strategy: dict, module: Any, trainer: dict, global_batch: int | None):
     import torch
 
-    if not torch.cuda.is_available():
+    on_cpu = str(trainer.get("accelerator", "cpu")) == "cpu"
+    if not on_cpu and not torch.cuda.is_available():
         raise UserError("strategy=deepspeed runs on CUDA GPUs only and this machine has none; "
                         "use strategy=fsdp or strategy=ddp here")
+    if on_cpu:  # a rehearsal (check_strategy refused the rest): DeepSpeed's own CPU accelerator, gloo between ranks
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     try:
         import deepspeed  # noqa: F401
     except ImportError:
@@ -94,9 +104,10 @@ def _deepspeed(strategy: dict, module: Any, trainer: dict, global_batch: int | N
     # Lightning reads the micro-batch from loader.batch_sampler, which our sampler-built loaders do not have.
     ranks = _int(trainer.get("devices", 1), "trainer.devices") * _int(trainer.get("num_nodes", 1), "trainer.num_nodes")
     micro_batch = max(1, (global_batch or ranks) // ranks)
-    return _atomic_deepspeed_class()(stage=stage, offload_optimizer=bool(strategy.get("offload_optimizer", False)),
-                                     offload_parameters=bool(strategy.get("offload_parameters", False)),
-                                     logging_batch_size_per_gpu=micro_batch)
+    return _atomic_deepspeed_class(on_cpu)(
+        stage=stage, offload_optimizer=bool(strategy.get("offload_optimizer", False)),
+        offload_parameters=bool(strategy.get("offload_parameters", False)), logging_batch_size_per_gpu=micro_batch,
+        process_group_backend="gloo" if on_cpu else None)
 
 
 def _has_teacher(module: Any) -> bool:
@@ -146,10 +157,32 @@ def _atomic_model_parallel_class():
     return AtomicModelParallelStrategy
 
 
-def _atomic_deepspeed_class():
+def _atomic_deepspeed_class(on_cpu: bool = False):
     from lightning.pytorch.strategies import DeepSpeedStrategy
+    from lightning.pytorch.strategies.ddp import DDPStrategy
 
     class AtomicDeepSpeedStrategy(DirectoryCheckpointSwap, DeepSpeedStrategy):
-        pass
+        def setup_environment(self) -> None:
+            if on_cpu:  # Lightning refuses any accelerator but CUDA here; the engine itself runs on CPU
+                DDPStrategy.setup_environment(self)
+            else:
+                super().setup_environment()
+
+        @property
+        def root_device(self):
+            import torch
+
+            # DeepSpeed reads the process's device rank from the device index, which a plain CPU device lacks.
+            return torch.device("cpu", self.local_rank) if on_cpu else super().root_device
+
+        def setup_distributed(self) -> None:
+            if not on_cpu:
+                return super().setup_distributed()
+            # Lightning's version also checks CUDA device indices, which CPU devices (index None) cannot pass.
+            from lightning.fabric.utilities.seed import reset_seed
+
+            reset_seed()
+            self.set_world_ranks()
+            self._init_deepspeed_distributed()
 
     return AtomicDeepSpeedStrategy

@@ -55,8 +55,9 @@ def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
     if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm | GlobalBatchNorm):
         converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                     module.track_running_stats, device=_device_of(module))
-        converted.load_state_dict(module.state_dict())
-        converted.requires_grad_(all(p.requires_grad for p in module.parameters()))  # a teacher's stay frozen
+        # The tensors themselves move over (not copies): under ZeRO 3 they are partitioned, and a copy would not fit.
+        for name, value in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            setattr(converted, name, value)
         converted.train(module.training)
         return converted
     for name, child in module.named_children():

@@ -1,4 +1,4 @@
-"""Strategy settings that need no training: DeepSpeed refused on CPU in one line, the learning-rate scaling rule,
+"""Strategy settings that need no training: DeepSpeed refused on CPU in one line (unless rehearsed), the learning-rate scaling rule,
 the SLURM resources derived from the trainer, and the atomic swap of a directory checkpoint."""
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ def test_deepspeed_on_cpu_is_one_line_before_anything_runs(tmp_path):
     assert done.returncode != 0
     assert done.stderr.count("\n") == 1, done.stderr
     assert "deepspeed" in done.stderr and "CUDA" in done.stderr and "strategy=fsdp" in done.stderr
+    assert "strategy.cpu_rehearsal=true" in done.stderr  # the way to check a DeepSpeed config here anyway
     assert not (tmp_path / "train").exists()  # refused at compose time: no job directory, no process
+    cfg = compose(["strategy=deepspeed", "strategy.cpu_rehearsal=true"])
+    check_strategy(cfg.strategy, cfg.trainer)  # accepted: test_strategy_deepspeed_cpu.py runs it
 
 
 def test_deepspeed_stage_must_be_a_zero_stage():
