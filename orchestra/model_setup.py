@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from method_zoo import TeacherStudentWrapper
+from orchestra.mixed_batchnorm import MixedDtypeBatchNorm, convert_batchnorm
 from orchestra.sync_batchnorm import convert_to_global_batchnorm
 
 
@@ -22,6 +23,7 @@ class ParallelPlan:
     """The parts of a strategy that change the model itself (built by ``orchestra.strategies``)."""
 
     sync_batchnorm: bool = False
+    mixed_dtype_batchnorm: bool = False  # DeepSpeed bf16 on CPU: bf16 parameters beside float32 statistics
     fsdp: bool = False
     reshard_after_forward: bool = True
 
@@ -62,6 +64,8 @@ def configure(module, plan: ParallelPlan | None, channels_last: bool, compile_ba
             convert_to_global_batchnorm(module)  # torch's SyncBatchNorm refuses CPU tensors
         else:
             nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    elif plan.mixed_dtype_batchnorm:
+        convert_batchnorm(module, MixedDtypeBatchNorm)
     if channels_last:
         for network in backbone_networks(module):
             network.to(memory_format=torch.channels_last)

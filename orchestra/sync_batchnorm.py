@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from method_zoo.distributed import all_reduce_with_grad, world_size
+from orchestra.mixed_batchnorm import MixedDtypeBatchNorm, convert_batchnorm
 
 
-class GlobalBatchNorm(_BatchNorm):
+class GlobalBatchNorm(MixedDtypeBatchNorm):
     """Drop-in for BatchNorm1d/2d/3d (same parameters, buffers and state-dict keys)."""
-
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"GlobalBatchNorm expects at least 2-D input (got {input.dim()}-D)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not self.training or world_size() == 1:
@@ -52,19 +48,4 @@ class GlobalBatchNorm(_BatchNorm):
 
 def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every plain BatchNorm layer in ``module`` (in place where possible) by a GlobalBatchNorm."""
-    if isinstance(module, _BatchNorm) and not isinstance(module, nn.SyncBatchNorm | GlobalBatchNorm):
-        converted = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                    module.track_running_stats, device=_device_of(module))
-        # The tensors themselves move over (not copies): under ZeRO 3 they are partitioned, and a copy would not fit.
-        for name, value in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
-            setattr(converted, name, value)
-        converted.train(module.training)
-        return converted
-    for name, child in module.named_children():
-        module.add_module(name, convert_to_global_batchnorm(child))
-    return module
-
-
-def _device_of(module: nn.Module) -> torch.device | None:
-    tensor = next(iter([*module.parameters(), *module.buffers()]), None)
-    return tensor.device if tensor is not None else None
+    return convert_batchnorm(module, GlobalBatchNorm)

@@ -1,5 +1,6 @@
-"""Strategy settings that need no training: DeepSpeed refused on CPU in one line (unless rehearsed), the learning-rate scaling rule,
-the SLURM resources derived from the trainer, and the atomic swap of a directory checkpoint."""
+"""Strategy settings that need no training: DeepSpeed refused on CPU in one line (unless rehearsed), the
+learning-rate scaling rule, the SLURM resources derived from the trainer, and the atomic swap of a directory
+checkpoint."""
 
 from __future__ import annotations
 
