@@ -36,6 +36,9 @@ class TeacherStudentWrapper(nn.Module):
         self.base_ema = base_ema
         self.final_ema = final_ema
         self.current_ema = base_ema
+        # The EMA's own float32 copy of a teacher held in bf16/fp16 (DeepSpeed's bf16 casts every parameter). Not
+        # checkpointed: after a resume it restarts from the low-precision teacher, one rounding rather than a drift.
+        self._float32_teacher: list[torch.Tensor] | None = None
 
     def forward(self, *args: object, **kwargs: object) -> object:
         """Run the student (trainable path)."""
@@ -61,10 +64,30 @@ class TeacherStudentWrapper(nn.Module):
         tau = self.ema_at(step, total_steps)
         self.current_ema = tau
         teacher_params = list(self.teacher.parameters())
+        if not teacher_params:
+            return
         student_params = [p.detach() for p in self.student.parameters()]
-        if teacher_params:
-            torch._foreach_mul_(teacher_params, tau)
-            torch._foreach_add_(teacher_params, student_params, alpha=1.0 - tau)
+        averages = self._ema_tensors(teacher_params)
+        if averages is not teacher_params:
+            student_params = [p.float() for p in student_params]
+        torch._foreach_mul_(averages, tau)
+        torch._foreach_add_(averages, student_params, alpha=1.0 - tau)
+        if averages is not teacher_params:
+            torch._foreach_copy_(teacher_params, averages)
+
+    def _ema_tensors(self, teacher_params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Where the average accumulates: the teacher itself, or a float32 copy when the teacher is bf16/fp16.
+
+        In bf16 (8 significant bits) the per-step change of an EMA at tau=0.996 is about one rounding step of the
+        weight, so an in-place bf16 average mostly rounds the update away and the teacher stalls or wanders.
+        """
+        if all(p.dtype in (torch.float32, torch.float64) for p in teacher_params):
+            self._float32_teacher = None
+            return teacher_params
+        copies = self._float32_teacher
+        if copies is None or [c.shape for c in copies] != [p.shape for p in teacher_params]:
+            self._float32_teacher = copies = [p.float() for p in teacher_params]
+        return copies
 
     def extra_repr(self) -> str:
         return f"base_ema={self.base_ema}, final_ema={self.final_ema}"

@@ -108,3 +108,28 @@ def test_k_updates_compose_k_ema_steps():
         w.update_teacher(step, 3)
     for a, b in zip(w.teacher.parameters(), expected.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_bf16_teacher_averages_in_float32_and_follows_the_float64_formula():
+    """DeepSpeed's bf16 casts the teacher to bf16 too. 300 steps at tau=0.996 towards a fixed student: the teacher
+    must land where the float64 formula puts it, s + (t0 - s) * tau**300, up to one bf16 rounding. An average kept
+    in bf16 itself (the control) rounds most updates away and misses by far more."""
+    w = TeacherStudentWrapper(_net(0), base_ema=0.996, final_ema=0.996).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in w.student.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    t0 = [p.detach().double() for p in w.teacher.parameters()]
+    s = [p.detach().double() for p in w.student.parameters()]
+    control = [p.detach().clone() for p in w.teacher.parameters()]
+    for step in range(300):
+        w.update_teacher(step, 300)
+        for c, student in zip(control, w.student.parameters(), strict=True):
+            c.mul_(0.996).add_(student.detach(), alpha=0.004)
+    expected = [si + (ti - si) * 0.996**300 for ti, si in zip(t0, s, strict=True)]
+    ours = max(((p.double() - e).abs() / e.abs().clamp(min=0.05)).max().item()
+               for p, e in zip(w.teacher.parameters(), expected, strict=True))
+    naive = max(((c.double() - e).abs() / e.abs().clamp(min=0.05)).max().item()
+                for c, e in zip(control, expected, strict=True))
+    assert next(w.teacher.parameters()).dtype == torch.bfloat16
+    assert ours <= 2**-8, ours  # one bf16 rounding of the final value
+    assert naive > 10 * ours, (naive, ours)
