@@ -1,5 +1,5 @@
-"""Faults on the real cluster: submitit's preemption signal, a member killed with SIGKILL, a 2-task DDP member,
-and the one-line answers to a missing sbatch or an unknown partition.
+"""Faults on the real cluster: submitit's preemption signal, a member killed with SIGKILL, 2-task DDP and DeepSpeed
+members, and the one-line answers to a missing sbatch or an unknown partition.
 """
 
 from __future__ import annotations
@@ -99,14 +99,20 @@ def test_sigkilled_member_is_run_again_in_place_by_max_failures(slurm_cluster, t
     assert "member killed by SIGKILL; running it again in place" in logs and "resuming from" in logs
 
 
-def test_two_task_member_runs_ddp_ranks_0_and_1(slurm_cluster, tmp_path):
-    ddp = ["trainer.devices=2", "strategy=ddp"]  # the launcher derives tasks_per_node=2 from trainer.devices
-    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *TINY, *ddp, f"output_root={tmp_path}",
+@pytest.mark.parametrize(("strategy", "shown_as"), [
+    (["strategy=ddp"], "DDPStrategy"),
+    (["strategy=deepspeed", "strategy.cpu_rehearsal=true"], "AtomicDeepSpeedStrategy"),  # DeepSpeed's CPU engine
+])
+def test_two_task_member_runs_ranks_0_and_1_through_srun(slurm_cluster, tmp_path, strategy, shown_as):
+    if "strategy=deepspeed" in strategy:
+        pytest.importorskip("deepspeed", reason="deepspeed is in the dev extra: pip install -e '.[dev]'")
+    ranks = ["trainer.devices=2", *strategy]  # the launcher derives tasks_per_node=2 from trainer.devices
+    assert _orchestra("sweep", "method=simclr", "seed=0", "-m", *SLURM, *TINY, *ranks, f"output_root={tmp_path}",
                       cwd=tmp_path).returncode == 0
     sweep_dir = _sweep_dir(tmp_path)
     assert _wait_until_ended(sweep_dir, timeout=300) == ["COMPLETED"]
     logs = "".join(p.read_text() for p in (sweep_dir / "slurm").rglob("*_log.out"))
-    assert "rank 0 of 2 (DDPStrategy)" in logs and "rank 1 of 2 (DDPStrategy)" in logs
+    assert f"rank 0 of 2 ({shown_as})" in logs and f"rank 1 of 2 ({shown_as})" in logs
     results = json.loads((Path(manifest.load(sweep_dir).members[0].job_dir) / "results.json").read_text())
     assert results["attempts"] == 1  # written by rank 0 only: rank 1 did not count a second attempt
 
