@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
 # Install what the single-node development SLURM cluster needs (launch/cluster/): SLURM, munge, slurmdbd and
-# MariaDB from Debian's own packages. Idempotent: when every binary is already there it does nothing at all,
+# MariaDB from Debian's own packages; and g++ with Python's headers, with which DeepSpeed's CPU engine (the tests'
+# strategy.cpu_rehearsal runs) compiles its shared-memory communication op on first use. Idempotent: when every binary is already there it does nothing at all,
 # so CI and repeated runs pay no apt cost. Must run as root (or through sudo) on Debian/Ubuntu.
 set -euo pipefail
 
-PACKAGES=(slurm-wlm munge slurmdbd mariadb-server)
-# One binary per package; if all are on PATH (or in sbin) the install is already complete.
-BINARIES=(slurmctld slurmd munged slurmdbd mariadbd)
+PACKAGES=(slurm-wlm munge slurmdbd mariadb-server g++ python3-dev)
+# One binary per package; if all are on PATH (or in sbin) and Python.h exists the install is already complete.
+BINARIES=(slurmctld slurmd munged slurmdbd mariadbd g++)
+PYTHON_HEADER="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
 
 have_all() {
     local bin
     for bin in "${BINARIES[@]}"; do
         command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || return 1
     done
+    [ -f "$PYTHON_HEADER" ]
 }
 
 if have_all; then
-    echo "slurm dev cluster packages already installed"
+    echo "system packages for the tests (SLURM dev cluster, g++, Python headers) already installed"
     exit 0
 fi
 
@@ -44,5 +47,5 @@ trap remove_policy EXIT
 
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-have_all || { echo "install.sh: packages installed but a binary is still missing: ${BINARIES[*]}" >&2; exit 1; }
-echo "slurm dev cluster packages installed"
+have_all || { echo "install.sh: packages installed but one is still missing: ${BINARIES[*]} $PYTHON_HEADER" >&2; exit 1; }
+echo "system packages for the tests installed"
