@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from orchestra.callbacks.knn import knn_predict
+from orchestra.floors_cache import floors_key, read_cached, write_cached
 
 
 @torch.no_grad()
@@ -26,6 +27,26 @@ MAX_BANK = 60_000  # beyond MNIST/CIFAR sizes the floors cost as much as an epoc
 def knn_floors(module, datamodule, k: int = 20, temperature: float = 0.07) -> dict[str, float]:
     if len(datamodule.train) > MAX_BANK or getattr(datamodule, "is_folder", False):
         return {}
+    settings = {"k": k, "temperature": temperature, "size": datamodule.size,
+                "forward": getattr(getattr(module, "forward_fn", None), "__qualname__", type(module).__qualname__)}
+    key = floors_key(_inputs(module, datamodule), settings)
+    cached = read_cached(key)
+    if cached is not None:
+        return cached
+    floors = _compute(module, datamodule, k, temperature)
+    write_cached(key, floors)
+    return floors
+
+
+def _inputs(module, datamodule):
+    """Everything the floors depend on: the images and labels of both splits and the initial weights."""
+    for split, arrays in (("train", datamodule.train), ("val", datamodule.test)):
+        yield f"{split}/images", arrays.images
+        yield f"{split}/labels", arrays.labels
+    yield from module.state_dict().items()
+
+
+def _compute(module, datamodule, k: int, temperature: float) -> dict[str, float]:
     was_training = module.training
     module.eval()
     floors = {}
