@@ -1,9 +1,10 @@
 """BatchNorm whose parameters may be in a lower precision than its running statistics.
 
-DeepSpeed (0.19 and later) under bf16 casts every parameter to bf16 but leaves buffers in float32. CUDA's BatchNorm
-kernels take that mix; PyTorch's CPU kernel refuses it ("expected scalar type BFloat16 but found Float") while it
-does take a bf16 input with float32 parameters and statistics. So the parameters are cast to the statistics'
-dtype for the call; autograd carries their gradients back to the bf16 parameters DeepSpeed owns.
+DeepSpeed (0.19 and later) under bf16 casts every parameter to bf16 but leaves buffers in float32. PyTorch's
+BatchNorm refuses that mix on CPU ("expected scalar type BFloat16 but found Float") and on CUDA whenever the input
+needs a gradient ("Expected running_mean to have type BFloat16 but got Float", seen on an H200), while both take a
+bf16 input with float32 parameters and statistics. So the parameters are cast to the statistics' dtype for the
+call; autograd carries their gradients back to the bf16 parameters DeepSpeed owns.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ class ParallelPlan:
     """The parts of a strategy that change the model itself (built by ``orchestra.strategies``)."""
 
     sync_batchnorm: bool = False
-    mixed_dtype_batchnorm: bool = False  # DeepSpeed bf16 on CPU: bf16 parameters beside float32 statistics
+    mixed_dtype_batchnorm: bool = False  # DeepSpeed: bf16 parameters may sit beside float32 statistics
     fsdp: bool = False
     reshard_after_forward: bool = True
 
@@ -60,8 +60,9 @@ def configure(module, plan: ParallelPlan | None, channels_last: bool, compile_ba
     plan = plan or ParallelPlan()
     trainer = module.trainer
     if plan.sync_batchnorm and trainer.world_size > 1:
-        if trainer.strategy.root_device.type == "cpu":
-            convert_to_global_batchnorm(module)  # torch's SyncBatchNorm refuses CPU tensors
+        if trainer.strategy.root_device.type == "cpu" or plan.mixed_dtype_batchnorm:
+            # torch's SyncBatchNorm refuses CPU tensors, and DeepSpeed's bf16 parameters beside float32 statistics
+            convert_to_global_batchnorm(module)
         else:
             nn.SyncBatchNorm.convert_sync_batchnorm(module)
     elif plan.mixed_dtype_batchnorm:

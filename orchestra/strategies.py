@@ -73,9 +73,8 @@ def build_strategy(strategy: dict | None, trainer: dict, module: Any = None, glo
                                                process_group_backend=_backend(strategy, trainer))
         return built, ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), fsdp=True,
                                    reshard_after_forward=bool(strategy.get("reshard_after_forward", True)))
-    on_cpu = str(trainer.get("accelerator", "cpu")) == "cpu"
     return (_deepspeed(strategy, module, trainer, global_batch),
-            ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), mixed_dtype_batchnorm=on_cpu))
+            ParallelPlan(sync_batchnorm=bool(strategy.get("sync_batchnorm", False)), mixed_dtype_batchnorm=True))
 
 
 def _int(value: Any, key: str) -> int:
