@@ -39,6 +39,7 @@ class TeacherStudentWrapper(nn.Module):
         # The EMA's own float32 copy of a teacher held in bf16/fp16 (DeepSpeed's bf16 casts every parameter). Not
         # checkpointed: after a resume it restarts from the low-precision teacher, one rounding rather than a drift.
         self._float32_teacher: list[torch.Tensor] | None = None
+        self._teacher_versions: list[int] = []  # the teacher's tensor versions when the copy last wrote them
 
     def forward(self, *args: object, **kwargs: object) -> object:
         """Run the student (trainable path)."""
@@ -74,6 +75,7 @@ class TeacherStudentWrapper(nn.Module):
         torch._foreach_add_(averages, student_params, alpha=1.0 - tau)
         if averages is not teacher_params:
             torch._foreach_copy_(teacher_params, averages)
+            self._teacher_versions = [p._version for p in teacher_params]
 
     def _ema_tensors(self, teacher_params: list[torch.Tensor]) -> list[torch.Tensor]:
         """Where the average accumulates: the teacher itself, or a float32 copy when the teacher is bf16/fp16.
@@ -85,7 +87,10 @@ class TeacherStudentWrapper(nn.Module):
             self._float32_teacher = None
             return teacher_params
         copies = self._float32_teacher
-        if copies is None or [c.shape for c in copies] != [p.shape for p in teacher_params]:
+        # Anything else that wrote the teacher since (load_state_dict, a move to another device) makes the copy stale.
+        stale = (copies is None or [p._version for p in teacher_params] != self._teacher_versions
+                 or any(c.shape != p.shape or c.device != p.device for c, p in zip(copies, teacher_params, strict=True)))
+        if stale:
             self._float32_teacher = copies = [p.float() for p in teacher_params]
         return copies
 

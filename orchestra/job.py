@@ -128,11 +128,20 @@ def _previous_results(path: Path) -> dict[str, Any]:
     except UnreadableResults as err:
         if not is_rank_zero():
             return {}
-        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = _aside_path(path)
         os.replace(path, aside)
         print(f"warning: {err}; moved it to {aside.name} and started a new results file (the checkpoint, if any, "
               f"still resumes training)", flush=True)
         return {}
+
+
+def _aside_path(path: Path) -> Path:
+    """A name beside ``path`` that no earlier moved-aside file has."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}"), 1
+    while candidate.exists():
+        candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}-{n}"), n + 1
+    return candidate
 
 
 def run_job(job_dir: Path | str) -> dict[str, Any]:

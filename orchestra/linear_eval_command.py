@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestra.errors import UserError
-from orchestra.results import UnreadableResults, read_results
+from orchestra.results import read_results
 
 
 def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
@@ -23,8 +23,8 @@ def _why_not(job_dir: Path) -> str | None:
     """Why a member cannot be evaluated, or None when it can."""
     try:
         results = read_results(job_dir / "results.json")
-    except UnreadableResults:
-        return f"has an unreadable {job_dir / 'results.json'}"
+    except UserError as err:  # unreadable as JSON, or not readable at all
+        return f"has an unreadable results file ({err})"
     if not results:
         return "has not started (no results.json)"
     state = results.get("state")

@@ -27,13 +27,16 @@ class MixedDtypeBatchNorm(_BatchNorm):
         if not self.affine or stats is None or self.weight.dtype == stats.dtype:
             return super().forward(input)
         self._check_input_dim(input)
+        # torch's own rules: statistics are tracked in training only while track_running_stats is on, and read in
+        # eval; momentum None means a cumulative average.
         momentum = 0.0 if self.momentum is None else self.momentum
-        if self.training:
+        if self.training and self.track_running_stats:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative average, as in torch's BatchNorm
+            if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(input, stats, self.running_var, self.weight.to(stats.dtype), self.bias.to(stats.dtype),
-                            self.training, momentum, self.eps)
+        use_stats = not self.training or self.track_running_stats
+        return F.batch_norm(input, stats if use_stats else None, self.running_var if use_stats else None,
+                            self.weight.to(stats.dtype), self.bias.to(stats.dtype), self.training, momentum, self.eps)
 
 
 def convert_batchnorm(module: nn.Module, cls: type[_BatchNorm]) -> nn.Module:

@@ -27,7 +27,10 @@ def read_results(path: Path) -> dict[str, Any]:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except OSError as err:  # permissions, a failing disk: the file may be fine, so it is never moved aside
+        raise UserError(f"{path} could not be read ({err.strerror or err}); fix the file system, then run again"
+                        ) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:  # read, but not JSON; an I/O error is not this
         reason = f"line {err.lineno}: {err.msg}" if isinstance(err, json.JSONDecodeError) else str(err)
         raise UnreadableResults(f"{path} is not readable as JSON ({reason}); restore the file or re-run that "
                                 f"member") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from launch import manifest
 from orchestra.errors import UserError
-from orchestra.results import UnreadableResults, read_results
+from orchestra.results import read_results
 
 ACTIVE = {"PENDING", "RUNNING"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED"}
@@ -96,7 +96,7 @@ def refresh(sweep_dir: Path) -> list[dict]:
             unreadable = None
             try:
                 results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
-            except UnreadableResults as err:
+            except UserError as err:  # unreadable as JSON, or not readable at all
                 results, unreadable = {}, str(err)
             member.state = member_state(member, scheduler, results)
             job_id = member.job_ids[-1] if member.job_ids else ""

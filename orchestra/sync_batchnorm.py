@@ -24,18 +24,20 @@ class GlobalBatchNorm(MixedDtypeBatchNorm):
         self._check_input_dim(input)
         dims = [0, *range(2, input.dim())]
         shape = [1, -1] + [1] * (input.dim() - 2)
-        local_count = torch.tensor([input.numel() / input.shape[1]], dtype=input.dtype, device=input.device)
-        totals = all_reduce_with_grad(torch.cat([input.sum(dims), local_count]))
+        # Sums and counts in at least float32: a bf16 input (DeepSpeed's) would round a count like 19600 to 19584.
+        dtype = torch.promote_types(input.dtype, torch.float32)
+        local_count = torch.tensor([input.numel() / input.shape[1]], dtype=dtype, device=input.device)
+        totals = all_reduce_with_grad(torch.cat([input.sum(dims, dtype=dtype), local_count]))
         count = totals[-1].detach()
         mean = totals[:-1] / count
-        centred = input - mean.reshape(shape)
+        centred = input.to(dtype) - mean.reshape(shape)
         var = all_reduce_with_grad((centred * centred).sum(dims)) / count
         output = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
-            output = output * self.weight.reshape(shape) + self.bias.reshape(shape)
+            output = output * self.weight.to(dtype).reshape(shape) + self.bias.to(dtype).reshape(shape)
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach(), count)
-        return output
+        return output.to(input.dtype)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:

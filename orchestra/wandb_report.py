@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 
 from launch import manifest
-from orchestra.results import UnreadableResults, read_results
+from orchestra.errors import UserError
+from orchestra.results import read_results
 
 CURVES = ("knn/top1", "probe/top1")
 STEP_METRIC = "trainer/global_step"  # the x-axis orchestra's wandb logger defines for every metric
@@ -41,7 +42,7 @@ def _members_table(sweep_dir: Path) -> str:
     for member in manifest.load(sweep_dir).members:
         try:
             results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
-        except UnreadableResults:
+        except UserError:  # unreadable as JSON, or not readable at all
             results = {"state": "UNREADABLE"}
         metrics = results.get("metrics", {}) if results.get("state") == "COMPLETED" else {}
         cells = [f"{metrics[k]:.4f}" if k in metrics else "—" for k in CURVES]

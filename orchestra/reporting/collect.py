@@ -9,7 +9,7 @@ from typing import Any
 
 from launch import manifest
 from orchestra.errors import UserError
-from orchestra.results import UnreadableResults, read_results
+from orchestra.results import read_results
 
 SEED_KEYS = ("seed", "+seed", "++seed")
 
@@ -63,7 +63,7 @@ def _read_results(path: Path, warnings: list[str]) -> dict[str, Any] | None:
     """The results so far ({} before the job started), or None when the file is unreadable (with a warning)."""
     try:
         return read_results(path)
-    except UnreadableResults as err:
+    except UserError as err:  # unreadable as JSON, or not readable at all
         warnings.append(f"skipped a member: {err}")
         return None
 

@@ -133,3 +133,17 @@ def test_bf16_teacher_averages_in_float32_and_follows_the_float64_formula():
     assert next(w.teacher.parameters()).dtype == torch.bfloat16
     assert ours <= 2**-8, ours  # one bf16 rounding of the final value
     assert naive > 10 * ours, (naive, ours)
+
+
+def test_bf16_float32_copy_follows_a_teacher_loaded_from_a_checkpoint():
+    """The float32 copy must not overwrite a teacher that load_state_dict (a resume in the same process) wrote."""
+    w = TeacherStudentWrapper(_net(0), base_ema=0.9, final_ema=0.9).to(torch.bfloat16)
+    saved = copy.deepcopy(w.state_dict())
+    with torch.no_grad():
+        for p in w.student.parameters():
+            p.add_(1.0)
+    w.update_teacher(0, 10)  # the copy now holds an average that moved towards the shifted student
+    w.load_state_dict(saved)  # back to the saved teacher and student
+    w.update_teacher(0, 10)  # student == teacher again: one more step must leave the loaded teacher where it is
+    for name, value in w.teacher.state_dict().items():
+        torch.testing.assert_close(value, saved[f"teacher.{name}"], msg=name)

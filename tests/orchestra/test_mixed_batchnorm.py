@@ -46,3 +46,11 @@ def test_mixed_dtypes_train_like_a_float32_batchnorm(momentum):
     mixed.eval()
     x = torch.randn(4, 3, 5, 5)
     torch.testing.assert_close(mixed(x.bfloat16()).float(), reference.eval()(x), atol=0.05, rtol=0.02)
+
+
+def test_statistics_stay_untouched_when_tracking_is_switched_off_after_construction():
+    """torch's rule, kept here: with track_running_stats off, training uses batch statistics and updates nothing."""
+    mixed = convert_batchnorm(nn.Sequential(_as_deepspeed_bf16_leaves_it(nn.BatchNorm2d(3))), MixedDtypeBatchNorm)[0]
+    mixed.track_running_stats = False
+    mixed(torch.randn(4, 3, 5, 5, dtype=torch.bfloat16) + 3)
+    assert torch.equal(mixed.running_mean, torch.zeros(3)) and int(mixed.num_batches_tracked) == 0
