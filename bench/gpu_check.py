@@ -184,7 +184,7 @@ def bench_case(case: str, repeats: int, steps: int, warmup: int) -> list[str]:
             f"{peaks['orchestra']:.2f}", f"{peaks['hand']:.2f}"]
 
 
-SMOKE_OVERRIDES = ["method=simclr", "backbone=resnet18", "trainer=gpu", "trainer.devices=1", "logger=none",
+SMOKE_OVERRIDES = ["backbone=resnet18", "trainer=gpu", "trainer.devices=1", "logger=none",
                    "data.batch_size=128", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
                    "data.val_limit=2000", "trainer.max_epochs=1"]
 
@@ -197,7 +197,7 @@ def _run_member(job_dir: Path, log: Path, timeout: int) -> tuple[int, str]:
     return done.returncode, log.read_text()
 
 
-def smoke_member(strategy: str, root: Path, timeout: int) -> list[str]:
+def smoke_member(strategy: str, root: Path, timeout: int, method: str = "simclr") -> list[str]:
     """Train 10 steps, then run the same job dir with a second epoch: it must resume and end at step 20."""
     from omegaconf import OmegaConf
 
@@ -208,7 +208,7 @@ def smoke_member(strategy: str, root: Path, timeout: int) -> list[str]:
     log = root / f"smoke-{strategy}.log"
     started = time.perf_counter()
     try:
-        prepare_job_dir(job_dir, compose([*SMOKE_OVERRIDES, f"strategy={strategy}"]))
+        prepare_job_dir(job_dir, compose([f"method={method}", *SMOKE_OVERRIDES, f"strategy={strategy}"]))
         code, text = _run_member(job_dir, log, timeout)
         if code != 0:
             return [strategy, "FAILED", "first run", _last_line(text), f"{time.perf_counter() - started:.0f}"]
@@ -248,6 +248,7 @@ def main() -> int:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--strategies", default="ddp,fsdp,deepspeed")
     parser.add_argument("--sync-debug", action="store_true", help="first list where a training step syncs the GPU")
+    parser.add_argument("--smoke-method", default="simclr", help="method of the smoke members (byol: EMA teacher)")
     parser.add_argument("--smoke-timeout", type=int, default=240, help="seconds per smoke-member run")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -272,8 +273,8 @@ def main() -> int:
     smoke = []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in [s for s in args.strategies.split(",") if s]:
-            smoke.append(smoke_member(strategy, Path(tmp), args.smoke_timeout))
-            show("Smoke members on 1 GPU: 10 steps, then resume the same job dir to step 20",
+            smoke.append(smoke_member(strategy, Path(tmp), args.smoke_timeout, args.smoke_method))
+            show(f"Smoke members ({args.smoke_method}) on 1 GPU: 10 steps, then resume the same job dir to step 20",
                  ["strategy", "result", "detail", "last log line on failure", "s"], smoke)
             out = os.environ.get("OUT")
             if out:  # the device tool brings back files written under $OUT
