@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from orchestra.callbacks.accuracy import Top1Counter
 from orchestra.callbacks.keys import read_output
-from orchestra.callbacks.row_gather import gather_in_dataset_order
+from orchestra.callbacks.row_gather import all_gather_stacked, gather_in_dataset_order
 
 
 def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
@@ -79,17 +78,10 @@ class KNNHead(nn.Module):
             rows.append(batch["sample_idx"])
         local = sum(len(r) for r in rows)
         self.bank, self.bank_labels = gather_in_dataset_order(
-            _all_gather, trainer.world_size, torch.cat(rows), torch.cat(features), torch.cat(labels))
+            all_gather_stacked, trainer.world_size, torch.cat(rows), torch.cat(features), torch.cat(labels))
         if trainer.world_size > 1 and not self.reported:
             print(f"kNN bank: {local} of {len(self.bank)} images embedded on rank {trainer.global_rank}", flush=True)
             self.reported = True
-
-
-def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
-    """(world, n, ...) from every rank's (n, ...); plain torch.distributed serves DDP, FSDP and DeepSpeed alike."""
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.stack(parts)
 
 
 class OnlineKNN(pl.Callback):

@@ -5,8 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 
 AllGather = Callable[[torch.Tensor], torch.Tensor]  # (n, ...) on each rank -> (world, n, ...) on every rank
+
+
+def all_gather_stacked(tensor: torch.Tensor) -> torch.Tensor:
+    """(world, n, ...) from every rank's (n, ...); plain torch.distributed serves DDP, FSDP and DeepSpeed alike."""
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.stack(parts)
 
 
 def gather_in_dataset_order(all_gather: AllGather, world_size: int, rows: torch.Tensor,

@@ -61,6 +61,26 @@ def main(job_dirs: list[str]) -> int:
     return 0 if failures == 0 else 3
 
 
+# How a resume test interrupts a member: every rank stops after epoch 1, or rank 1 alone gets SIGUSR2 mid-epoch.
+STOPS = {"stopped": {"_target_": "multi_rank_jobs.PreemptOnceAtEpoch", "epoch": 1},
+         "signalled": {"_target_": "multi_rank_jobs.SignalOneRank", "rank": 1, "epoch": 1, "batch": 1}}
+
+
+def resume_order(job_dirs: dict[tuple[str, str], Path]) -> list[Path]:
+    """Job dirs in run order; a stopped or signalled member runs twice in a row, the second start resuming it."""
+    order: list[Path] = []
+    for (_, kind), job_dir in job_dirs.items():
+        order += [job_dir] * (2 if kind in STOPS else 1)
+    return order
+
+
+def assert_interrupted_ranks_resumed(logs: list[str], strategy_class: str) -> None:
+    """Rank 1 alone received the signal, yet rank 0 saved with it at the same batch, and the rerun resumed."""
+    assert f"rank 1 of 2 ({strategy_class})" in logs[1] and "resuming from" in logs[0]
+    assert "received SIGUSR2" in logs[1] and "received SIGUSR2" not in logs[0]
+    assert "saved" in logs[0] and "after 1 batches" in logs[0]
+
+
 def initial_state(job_dir: Path) -> dict:
     """A job's parameters before training: same seed, same construction order as ``orchestra.job``."""
     from hydra.utils import instantiate
@@ -74,7 +94,7 @@ def initial_state(job_dir: Path) -> dict:
     return instantiate(cfg.module, _convert_="all").state_dict()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -82,7 +102,7 @@ def _free_port() -> int:
 
 def start_ranks(job_dirs: list[Path], world: int, env: dict[str, str]) -> list[subprocess.Popen]:
     """Start ``main(job_dirs)`` in ``world`` processes (one per rank)."""
-    port = str(_free_port())
+    port = str(free_port())
     processes = []
     for rank in range(world):
         rank_env = {**env, "OMP_NUM_THREADS": "1"}

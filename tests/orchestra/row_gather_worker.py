@@ -5,7 +5,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from orchestra.callbacks.row_gather import gather_in_dataset_order
+from orchestra.callbacks.row_gather import all_gather_stacked, gather_in_dataset_order
 
 # Uneven shards in no particular order: rank 0 holds 5 rows, rank 1 holds 4 (the last batch split 5/4).
 SHARDS = {0: [8, 0, 4, 2, 6], 1: [3, 7, 1, 5]}
@@ -17,18 +17,12 @@ def shard(rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return rows, features, rows * 100
 
 
-def _all_gather(tensor: torch.Tensor) -> torch.Tensor:
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.stack(parts)
-
-
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         rows, features, labels = shard(rank)
-        got_features, got_labels = gather_in_dataset_order(_all_gather, world, rows, features, labels)
+        got_features, got_labels = gather_in_dataset_order(all_gather_stacked, world, rows, features, labels)
         torch.save({"features": got_features, "labels": got_labels}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()

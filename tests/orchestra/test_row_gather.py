@@ -1,6 +1,5 @@
 """The kNN bank's gather: every rank's shard of a dataset pass comes back, on every rank, in dataset order."""
 
-import socket
 import sys
 from pathlib import Path
 
@@ -9,18 +8,13 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))  # the spawned ranks import the worker by plain name
 import row_gather_worker as workers
+from multi_rank_jobs import free_port
 
 from orchestra.callbacks.row_gather import gather_in_dataset_order
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_with_uneven_shards_each_get_the_whole_pass_in_row_order(tmp_path):
-    mp.spawn(workers.worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(workers.worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     rows = torch.arange(9)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from multi_rank_jobs import initial_state, outputs, start_ranks
+from multi_rank_jobs import STOPS, assert_interrupted_ranks_resumed, initial_state, outputs, resume_order, start_ranks
 from omegaconf import open_dict
 from orchestra_testkit import read_json, run_cli, subprocess_env, tiny_overrides
 
@@ -25,8 +25,6 @@ pytest.importorskip("deepspeed", reason="deepspeed is in the dev extra: pip inst
 COMMON = ["trainer.max_epochs=2", "trainer.limit_train_batches=2", "data.train_limit=192", "data.val_limit=64",
           "optim.name=sgd", "optim.momentum=0.9", "optim.warmup_epochs=0"]  # momentum: optimizer state to restore
 DEEPSPEED = ["trainer.devices=2", "strategy=deepspeed", "strategy.cpu_rehearsal=true", "strategy.sync_batchnorm=true"]
-STOPS = {"stopped": {"_target_": "multi_rank_jobs.PreemptOnceAtEpoch", "epoch": 1},
-         "signalled": {"_target_": "multi_rank_jobs.SignalOneRank", "rank": 1, "epoch": 1, "batch": 1}}
 RUNS = [("simclr", "stopped"), ("simclr", "signalled"), ("simclr", "straight"), ("byol", "stopped"),
         ("byol", "straight"), ("simclr", "zero3"), ("simclr", "bf16"),
         ("byol", "bf16")]
@@ -46,15 +44,12 @@ def runs(tmp_path_factory):
         prepare_job_dir(dirs[method, kind], cfg)
     dirs["simclr", "single"] = root / "simclr-single"
     prepare_job_dir(dirs["simclr", "single"], compose(tiny_overrides(root, "simclr", *COMMON)))
-    # A stopped member runs twice in a row: the second start resumes it from its checkpoint directory.
-    order = [d for key in RUNS for d in [dirs[key]] * (2 if key[1] in STOPS else 1)]
     single = start_ranks([dirs["simclr", "single"]], 1, subprocess_env())
-    logs = outputs(start_ranks(order, 2, subprocess_env())) + outputs(single)
+    ranked = {key: dirs[key] for key in RUNS}
+    logs = outputs(start_ranks(resume_order(ranked), 2, subprocess_env())) + outputs(single)
     for directory in dirs.values():
         assert read_json(directory / "results.json")["state"] == "COMPLETED", "\n".join(logs)[-4000:]
-    assert "rank 1 of 2 (AtomicDeepSpeedStrategy)" in logs[1] and "resuming from" in logs[0]
-    assert "received SIGUSR2" in logs[1] and "received SIGUSR2" not in logs[0]
-    assert "saved" in logs[0] and "after 1 batches" in logs[0]
+    assert_interrupted_ranks_resumed(logs, "AtomicDeepSpeedStrategy")
     return dirs
 
 

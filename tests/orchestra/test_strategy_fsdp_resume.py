@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from multi_rank_jobs import initial_state, outputs, start_ranks
+from multi_rank_jobs import STOPS, assert_interrupted_ranks_resumed, initial_state, outputs, resume_order, start_ranks
 from omegaconf import open_dict
 from orchestra_testkit import read_json, subprocess_env, tiny_overrides
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
@@ -26,26 +26,19 @@ FSDP = ["trainer.devices=2", "strategy=fsdp", "strategy.sync_batchnorm=true", "t
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     dirs = {}
-    stops = {"stopped": {"_target_": "multi_rank_jobs.PreemptOnceAtEpoch", "epoch": 1},
-             "signalled": {"_target_": "multi_rank_jobs.SignalOneRank", "rank": 1, "epoch": 1, "batch": 1}}
     runs = [("simclr", "stopped"), ("simclr", "signalled"), ("simclr", "straight"), ("byol", "stopped"),
             ("byol", "straight")]
     for method, kind in runs:
         cfg = compose(tiny_overrides(root, method, *FSDP))
-        if kind in stops:
+        if kind in STOPS:
             with open_dict(cfg):
-                cfg.callbacks.stop = {**stops[kind], "marker": str(root / f"{method}-{kind}.marker")}
+                cfg.callbacks.stop = {**STOPS[kind], "marker": str(root / f"{method}-{kind}.marker")}
         dirs[method, kind] = root / f"{method}-{kind}"
         prepare_job_dir(dirs[method, kind], cfg)
-    # A stopped member runs twice in a row: the second start resumes it from its sharded last.ckpt.
-    order = [d for key in runs for d in [dirs[key]] * (2 if key[1] in stops else 1)]
-    logs = outputs(start_ranks(order, 2, subprocess_env()))
+    logs = outputs(start_ranks(resume_order(dirs), 2, subprocess_env()))
     for directory in dirs.values():
         assert read_json(directory / "results.json")["state"] == "COMPLETED", "\n".join(logs)[-4000:]
-    assert "rank 1 of 2 (AtomicModelParallelStrategy)" in logs[1] and "resuming from" in logs[0]
-    # The signal reached rank 1 only, yet rank 0 saved with it (at the same batch: the test below compares states)
-    assert "received SIGUSR2" in logs[1] and "received SIGUSR2" not in logs[0]
-    assert "saved" in logs[0] and "after 1 batches" in logs[0]
+    assert_interrupted_ranks_resumed(logs, "AtomicModelParallelStrategy")  # the test below compares the states
     return dirs
 
 
