@@ -139,10 +139,16 @@ class SignalAtBatch(pl.Callback):
 
 class SlowBatches(pl.Callback):
     """Makes every training batch last at least ``seconds`` longer: a member that must outlive its time limit
-    whatever the machine's speed (a fast, idle machine finished the work inside the first window)."""
+    whatever the machine's speed (a fast, idle machine finished the work inside the first window).
 
-    def __init__(self, seconds: float = 0.3) -> None:
+    With ``first_start_only`` a resumed start runs at full speed, so how many requeues the rest takes does not hinge
+    on how early the scheduler happens to warn.
+    """
+
+    def __init__(self, seconds: float = 0.3, first_start_only: bool = False) -> None:
         self.seconds = seconds
+        self.first_start_only = first_start_only
 
-    def on_train_batch_end(self, *args: Any) -> None:
-        time.sleep(self.seconds)
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        if not (self.first_start_only and trainer.ckpt_path is not None):
+            time.sleep(self.seconds)
