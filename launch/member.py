@@ -62,10 +62,16 @@ class MemberJob:
         for signum in FORWARDED_SIGNALS:
             signal.signal(signum, lambda signum, frame: received.append(signum))
         try:
-            # The body starts with SIGUSR2 ignored, not fatal: its guard takes it over while training and hands it
-            # back after, so a warning that lands during start-up or after the last batch cannot kill it.
-            child = subprocess.Popen([sys.executable, "-m", self.entry_module, self.job_dir],
-                                     preexec_fn=lambda: signal.signal(signal.SIGUSR2, signal.SIG_IGN))
+            # The body starts with SIGUSR2 blocked (the mask outlives exec): a warning that lands during its
+            # start-up waits, pending, until its guard unblocks it and saves at the first batch. Ignoring it lost
+            # it, and a member warned early then trained on into its time limit.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            try:
+                child = subprocess.Popen([sys.executable, "-m", self.entry_module, self.job_dir])
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})  # this process records it as before
+            if signal.SIGUSR2 in received:  # it reached this process before the child existed: pass it on
+                child.send_signal(signal.SIGUSR2)
             code = child.wait()  # retried after each signal handler (PEP 475)
         finally:
             for signum, handler in handlers.items():

@@ -54,6 +54,9 @@ class PreemptionGuard(pl.Callback):
         for signum in signals:
             self.previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._record)
+        # The SLURM launcher starts the body with SIGUSR2 blocked: a warning sent while the body was still starting
+        # up has been held pending since, and is recorded the moment it is unblocked here, never lost.
+        self.blocked = set(signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)) & set(signals)
 
     def _record(self, signum: int, frame: Any) -> None:
         print(f"received {signal.Signals(signum).name}: checkpointing at the next batch boundary", flush=True)
@@ -93,5 +96,7 @@ class PreemptionGuard(pl.Callback):
         raise Preempted(signum)
 
     def restore(self) -> None:
+        if self.blocked:  # block again before the old handler returns: a late warning must not end the body
+            signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked)
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
