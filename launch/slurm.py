@@ -11,6 +11,8 @@ from typing import Any
 from launch.member import MemberJob
 
 SACCT_TIMEOUT_S = 10
+STOPPED_MAYBE_REQUEUED = {"TIMEOUT", "PREEMPTED"}
+STILL_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "RUNNING", "COMPLETING", "SUSPENDED"}
 
 
 class SchedulerError(RuntimeError):
@@ -124,12 +126,17 @@ def scheduler_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         parts = line.split("|")
         if len(parts) >= 4:
             states[parts[0]] = {"state": parts[1].split()[0], "exit_code": parts[2], "elapsed": parts[3]}
+    # sacct records TIMEOUT or PREEMPTED the moment the scheduler stops the job, while the job still sits in the
+    # queue (COMPLETING) and submitit may yet requeue it: only once it has left the queue is that its end.
+    unsettled = [j for j in job_ids if states.get(j, {}).get("state") in STOPPED_MAYBE_REQUEUED]
     missing = [j for j in job_ids if j not in states]
-    if missing:
+    if missing or unsettled:
         # -r: one row per array task; sacct (22.05) folds pending tasks into one "123_[4-99]" row instead
         queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)]) or ""
         for line in queue.splitlines():
             job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
+            if job_id in unsettled and state in STILL_QUEUED:
+                states[job_id] = {**states[job_id], "state": state}
             states.setdefault(job_id, {"state": state, "exit_code": "", "elapsed": elapsed})
     return states
 

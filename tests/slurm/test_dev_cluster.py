@@ -106,6 +106,29 @@ def test_cancelled_running_job_is_cancelled_in_accounting(slurm_cluster: DevClus
     assert state.startswith("CANCELLED"), state
 
 
+def test_timed_out_job_is_still_queued_for_status_until_it_leaves_the_queue(slurm_cluster: DevCluster,
+                                                                            tmp_path: Path) -> None:
+    """sacct says TIMEOUT as soon as the limit hits, while the job sits in COMPLETING, which is when submitit
+    requeues a member. Status must not call that the member's end (`status --wait` stopped there, CI saw it)."""
+    from launch.slurm import scheduler_states
+
+    # Ignores SIGTERM, so it stays in COMPLETING until SIGKILL after KillWait (5 s on the dev cluster).
+    job_id = _sbatch(tmp_path, "trap '' TERM; for i in $(seq 3000); do sleep 0.2; done")
+    _wait_running(job_id)
+    _run("scontrol", "update", f"JobId={job_id}", "EndTime=now")  # out of time at slurmctld's next check (<= 30 s)
+    samples = []  # (what sacct alone says, what status is told, whether squeue lists the job afterwards)
+    end = time.monotonic() + 90
+    while not samples or samples[-1][1] != "TIMEOUT":
+        assert time.monotonic() < end, f"job {job_id} never timed out: {samples[-5:]}"
+        raw = _accounting(job_id)
+        told = scheduler_states([job_id]).get(job_id, {}).get("state")
+        queued = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
+        samples.append((raw[0] if raw else None, told, bool(queued.strip())))
+        time.sleep(0.3)
+    assert ("TIMEOUT", "COMPLETING", True) in samples, samples  # the window existed, and status saw it as queued
+    assert not [s for s in samples if s[1] == "TIMEOUT" and s[2]], samples  # TIMEOUT only once out of the queue
+
+
 def test_submitit_job_returns_its_value(slurm_cluster: DevCluster, tmp_path: Path) -> None:
     # A stdlib callable pickles by reference and imports in the job; a function from this test module would not.
     job = _executor(tmp_path).submit(operator.add, 40, 2)
