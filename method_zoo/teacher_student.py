@@ -89,7 +89,8 @@ class TeacherStudentWrapper(nn.Module):
         copies = self._float32_teacher
         # Anything else that wrote the teacher since (load_state_dict, a move to another device) makes the copy stale.
         stale = (copies is None or [p._version for p in teacher_params] != self._teacher_versions
-                 or any(c.shape != p.shape or c.device != p.device for c, p in zip(copies, teacher_params, strict=True)))
+                 or any(c.shape != p.shape or c.device != p.device
+                        for c, p in zip(copies, teacher_params, strict=True)))
         if stale:
             self._float32_teacher = copies = [p.float() for p in teacher_params]
         return copies
