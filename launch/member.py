@@ -65,11 +65,11 @@ class MemberJob:
             # The body starts with SIGUSR2 blocked (the mask outlives exec): a warning that lands during its
             # start-up waits, pending, until its guard unblocks it and saves at the first batch. Ignoring it lost
             # it, and a member warned early then trained on into its time limit.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
             try:
                 child = subprocess.Popen([sys.executable, "-m", self.entry_module, self.job_dir])
             finally:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})  # this process records it as before
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # this process records it as before
             if signal.SIGUSR2 in received:  # it reached this process before the child existed: pass it on
                 child.send_signal(signal.SIGUSR2)
             code = child.wait()  # retried after each signal handler (PEP 475)

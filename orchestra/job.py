@@ -47,11 +47,10 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
-    from orchestra.checkpointing import AtomicCheckpointIO, LastCheckpoint
+    from orchestra.checkpointing import LastCheckpoint
     from orchestra.data.datamodule import build_datamodule
     from orchestra.floors import knn_floors
     from orchestra.history import ValidationHistory
-    from orchestra.loggers import build_logger
     from orchestra.preemption import PreemptionGuard
 
     _quiet_lightning()
@@ -71,40 +70,51 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
         global_batch=int(cfg.data.batch_size))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     history = ValidationHistory()
-    guard = PreemptionGuard(job_dir / "checkpoints" / "last.ckpt")
+    last = job_dir / "checkpoints" / "last.ckpt"
+    with PreemptionGuard(last) as guard:  # the signal handlers it borrows are given back however this block ends
+        trainer = _trainer(cfg, job_dir, trainer_args, strategy,
+                           [*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")])
+        if trainer.world_size > 1:
+            print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})",
+                  flush=True)
+        if "floors" not in results and is_rank_zero():
+            results["floors"] = knn_floors(module, datamodule)
+        if last.exists():
+            print(f"resuming from {last}", flush=True)
+        # Distributed strategies re-seed inside fit before callbacks build the probe; seeding here too gives every
+        # strategy the same probe initialisation (1 process and 2 ranks start identical).
+        pl.seed_everything(int(cfg.seed), verbose=False)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+        finally:
+            results["history"] = history.records
+    results["metrics"] = history.records[-1]["metrics"] if history.records else {}
+    return results
+
+
+def _trainer(cfg: DictConfig, job_dir: Path, trainer_args: dict[str, Any], strategy: Any,
+             callbacks: list[Any]) -> Any:
+    import lightning.pytorch as pl
+
+    from orchestra.checkpointing import AtomicCheckpointIO
+    from orchestra.loggers import build_logger
+
     plugins: list[Any] = [AtomicCheckpointIO()]
     if "SLURM_JOB_ID" in os.environ:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         plugins.append(SLURMEnvironment(auto_requeue=False))  # submitit owns requeueing; two owners would fight
-    trainer = pl.Trainer(
+    return pl.Trainer(
         **trainer_args,
         strategy=strategy,
         default_root_dir=str(job_dir),
-        callbacks=[*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")],
+        callbacks=callbacks,
         logger=build_logger(cfg, job_dir),
         plugins=plugins,
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,  # our batch sampler shards each global batch itself
     )
-    if trainer.world_size > 1:
-        print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})", flush=True)
-    last = job_dir / "checkpoints" / "last.ckpt"
-    if "floors" not in results and is_rank_zero():
-        results["floors"] = knn_floors(module, datamodule)
-    if last.exists():
-        print(f"resuming from {last}", flush=True)
-    # Distributed strategies re-seed inside fit before callbacks build the probe; seeding here too gives every
-    # strategy the same probe initialisation (1 process and 2 ranks start identical).
-    pl.seed_everything(int(cfg.seed), verbose=False)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
-    finally:
-        guard.restore()
-        results["history"] = history.records
-    results["metrics"] = history.records[-1]["metrics"] if history.records else {}
-    return results
 
 
 def _is_preemption(err: BaseException) -> bool:

@@ -96,7 +96,14 @@ class PreemptionGuard(pl.Callback):
         raise Preempted(signum)
 
     def restore(self) -> None:
-        if self.blocked:  # block again before the old handler returns: a late warning must not end the body
-            signal.pthread_sigmask(signal.SIG_BLOCK, self.blocked)
+        # A signal that came in blocked is ignored from here on, not handed back to its default action (which ends
+        # the process): threads started during training do not block it, and a late warning must not kill a body
+        # that has finished its work.
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if signum in self.blocked else handler)
+
+    def __enter__(self) -> PreemptionGuard:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.restore()

@@ -11,27 +11,36 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from orchestra_testkit import read_json, subprocess_env, tiny_overrides, train_in_process
 
-from orchestra.preemption import PreemptionGuard
+GUARD_LIFETIME = """
+import os, signal, sys, threading, time
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})  # as the SLURM launcher starts a job body: before any
+from orchestra.preemption import PreemptionGuard  # thread exists (torch starts some), so they all block it too
+os.kill(os.getpid(), signal.SIGUSR2)  # a warning during start-up: held pending, nobody listens yet
+assert signal.SIGUSR2 in signal.sigpending()
+guard = PreemptionGuard(sys.argv[1])
+assert guard.received == signal.SIGUSR2 and signal.SIGUSR2 not in signal.sigpending()
+# A thread started during training (a loader's pin-memory thread, a logger's) does not block the signal.
+worker = threading.Thread(target=time.sleep, args=(2,))
+worker.start()
+guard.restore()
+os.kill(os.getpid(), signal.SIGUSR2)  # a late warning after the work is done: must not end the process
+signal.pthread_kill(worker.ident, signal.SIGUSR2)
+time.sleep(0.2)
+print("alive")
+"""
 
 
-def test_guard_takes_a_warning_that_was_pending_before_it_existed_and_blocks_it_again_after(tmp_path):
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-    try:
-        # To this thread: other threads of the test process (torch's) do not block it, and would die of it.
-        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)  # held pending: nobody is listening yet
-        assert signal.SIGUSR2 in signal.sigpending()
-        guard = PreemptionGuard(tmp_path / "last.ckpt")
-        assert guard.received == signal.SIGUSR2 and signal.SIGUSR2 not in signal.sigpending()
-        guard.restore()
-        # After training the warning is held again rather than left to its default action, which would kill the body.
-        assert signal.SIGUSR2 in signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+def test_guard_takes_a_warning_pending_from_start_up_and_a_late_one_cannot_kill_the_body(tmp_path):
+    # In a process of its own: the failure this guards against is the process dying of the signal.
+    done = subprocess.run([sys.executable, "-c", GUARD_LIFETIME, str(tmp_path / "last.ckpt")], env=subprocess_env(),
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and lines[-1] == "alive", (done.returncode, done.stderr[-2000:])
+    assert lines.count("received SIGUSR2: checkpointing at the next batch boundary") == 1  # the pending one only
 
 
 def _child_pids(parent: int) -> list[int]:
