@@ -12,7 +12,8 @@ from launch.member import MemberJob
 
 SACCT_TIMEOUT_S = 10
 STOPPED_MAYBE_REQUEUED = {"TIMEOUT", "PREEMPTED"}
-STILL_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "RUNNING", "COMPLETING", "SUSPENDED"}
+STILL_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESIZING",
+                "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED", "SUSPENDED"}
 
 
 class SchedulerError(RuntimeError):
@@ -131,14 +132,33 @@ def scheduler_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
     unsettled = [j for j in job_ids if states.get(j, {}).get("state") in STOPPED_MAYBE_REQUEUED]
     missing = [j for j in job_ids if j not in states]
     if missing or unsettled:
-        # -r: one row per array task; sacct (22.05) folds pending tasks into one "123_[4-99]" row instead
-        queue = _run(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)]) or ""
-        for line in queue.splitlines():
-            job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
-            if job_id in unsettled and state in STILL_QUEUED:
-                states[job_id] = {**states[job_id], "state": state}
-            states.setdefault(job_id, {"state": state, "exit_code": "", "elapsed": elapsed})
+        queue, answered = _queue(arrays)
+        for job_id in unsettled:
+            if queue.get(job_id, {}).get("state") in STILL_QUEUED:
+                states[job_id] = {**states[job_id], "state": queue[job_id]["state"]}
+            elif not answered:
+                del states[job_id]  # unknown for now: whoever asks keeps what it knew, and asks again later
+        for job_id, row in queue.items():
+            states.setdefault(job_id, row)
     return states
+
+
+def _queue(arrays: Sequence[str]) -> tuple[dict[str, dict[str, str]], bool]:
+    """squeue's row per job (one per array task), and whether squeue answered at all. "Invalid job id" is an
+    answer: the jobs have left the queue."""
+    # -r: one row per array task; sacct (22.05) folds pending tasks into one "123_[4-99]" row instead
+    command = ["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False)
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        return {}, False
+    if done.returncode != 0:
+        return {}, "invalid job id" in done.stderr.lower()
+    rows = {}
+    for line in done.stdout.splitlines():
+        job_id, state, elapsed = (line.split("|") + ["", "", ""])[:3]
+        rows[job_id] = {"state": state, "exit_code": "", "elapsed": elapsed}
+    return rows, True
 
 
 def cancel(job_ids: Sequence[str]) -> None:

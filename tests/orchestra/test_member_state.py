@@ -24,6 +24,9 @@ def test_scheduler_states_while_queued_running_or_cancelled():
     assert member_state(member, {"7_0": {"state": "RUNNING"}}, {"state": "RUNNING"}) == "RUNNING"
     assert member_state(member, {"7_0": {"state": "CANCELLED by 0"}}, {}) == "CANCELLED"
     assert member_state(member, {"7_0": {"state": "NODE_FAIL"}}, {"state": "RUNNING"}) == "FAILED"
+    # Held after a requeue, or still being stopped: in the queue, so never an end that resume would act on.
+    assert member_state(member, {"7_0": {"state": "REQUEUE_HOLD"}}, {"state": "PREEMPTED"}) == "PENDING"
+    assert member_state(member, {"7_0": {"state": "SIGNALING"}}, {"state": "RUNNING"}) == "RUNNING"
 
 
 def test_a_job_that_ended_without_finishing_is_never_left_running():
