@@ -12,8 +12,10 @@ from launch.member import MemberJob
 
 SACCT_TIMEOUT_S = 10
 STOPPED_MAYBE_REQUEUED = {"TIMEOUT", "PREEMPTED"}
-STILL_QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESIZING",
-                "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED", "SUSPENDED"}
+# Job states in which SLURM still holds the job: waiting to (re)start, or started and not yet gone.
+QUEUED_WAITING = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "RESIZING"}
+QUEUED_STARTED = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "STOPPED", "SUSPENDED"}
+STILL_QUEUED = QUEUED_WAITING | QUEUED_STARTED
 
 
 class SchedulerError(RuntimeError):
@@ -105,12 +107,16 @@ def submit(sweep_dir: Path, job_dirs: Sequence[str], settings: dict[str, Any],
     return [job.job_id for job in jobs]
 
 
-def _run(command: list[str]) -> str | None:
+def _ask(command: list[str]) -> subprocess.CompletedProcess[str] | None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False)
+        return subprocess.run(command, capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False)
     except (subprocess.TimeoutExpired, FileNotFoundError):
         return None
-    return done.stdout if done.returncode == 0 else None
+
+
+def _run(command: list[str]) -> str | None:
+    done = _ask(command)
+    return done.stdout if done is not None and done.returncode == 0 else None
 
 
 def scheduler_states(job_ids: Sequence[str]) -> dict[str, dict[str, str]]:
@@ -147,10 +153,8 @@ def _queue(arrays: Sequence[str]) -> tuple[dict[str, dict[str, str]], bool]:
     """squeue's row per job (one per array task), and whether squeue answered at all. "Invalid job id" is an
     answer: the jobs have left the queue."""
     # -r: one row per array task; sacct (22.05) folds pending tasks into one "123_[4-99]" row instead
-    command = ["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=SACCT_TIMEOUT_S, check=False)
-    except (subprocess.TimeoutExpired, FileNotFoundError):
+    done = _ask(["squeue", "-h", "-r", "-o", "%i|%T|%M", "-j", ",".join(arrays)])
+    if done is None:
         return {}, False
     if done.returncode != 0:
         return {}, "invalid job id" in done.stderr.lower()

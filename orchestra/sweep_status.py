@@ -10,16 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from launch import manifest
+from launch import manifest, slurm
 from orchestra.errors import UserError
 from orchestra.results import read_results
 
 ACTIVE = {"PENDING", "RUNNING"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED"}
-SCHEDULER_ACTIVE = {"PENDING": "PENDING", "CONFIGURING": "PENDING", "REQUEUED": "PENDING", "RESIZING": "PENDING",
-                    "REQUEUE_HOLD": "PENDING", "REQUEUE_FED": "PENDING", "SPECIAL_EXIT": "PENDING",
-                    "RUNNING": "RUNNING", "COMPLETING": "RUNNING", "SUSPENDED": "RUNNING", "STOPPED": "RUNNING",
-                    "SIGNALING": "RUNNING", "STAGE_OUT": "RUNNING"}
+SCHEDULER_ACTIVE = {**dict.fromkeys(slurm.QUEUED_WAITING, "PENDING"), **dict.fromkeys(slurm.QUEUED_STARTED, "RUNNING")}
 SCHEDULER_FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 
 
@@ -89,8 +86,6 @@ def refresh(sweep_dir: Path) -> list[dict]:
     job_ids = [m.job_ids[-1] for m in sweep.members if m.job_ids and not m.job_ids[-1].startswith("local:")]
     scheduler = {}
     if job_ids:
-        from launch import slurm
-
         scheduler = slurm.scheduler_states(job_ids)
     rows = []
     with manifest.updating(sweep_dir) as current:
@@ -215,8 +210,6 @@ def cancel(path: str | None) -> int:
         active = [sweep.members[member.index] for member in active]
     slurm_ids = [m.job_ids[-1] for m in active if m.job_ids and not m.job_ids[-1].startswith("local:")]
     if slurm_ids:
-        from launch import slurm
-
         slurm.cancel(slurm_ids)
     for member in active:
         if member.job_ids and member.job_ids[-1].startswith("local:") and _pid_alive(member.job_ids[-1]):
