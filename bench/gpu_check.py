@@ -41,9 +41,9 @@ sys.path.insert(0, str(ROOT))
 
 import method_zoo  # noqa: E402
 from orchestra import Module  # noqa: E402
-from orchestra.backbones import from_torchvision  # noqa: E402
-from orchestra.checkpointing import AtomicCheckpointIO  # noqa: E402
-from orchestra.history import ValidationHistory  # noqa: E402
+from orchestra.job.checkpointing import AtomicCheckpointIO  # noqa: E402
+from orchestra.job.history import ValidationHistory  # noqa: E402
+from orchestra.model.backbones import from_torchvision  # noqa: E402
 
 OPTIM = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-6, "warmup_epochs": 0}
 # case -> (torchvision name, low-resolution stem, embedding width, image size, images per batch; 2 views each)
@@ -201,8 +201,8 @@ def smoke_member(strategy: str, root: Path, timeout: int, method: str = "simclr"
     """Train 10 steps, then run the same job dir with a second epoch: it must resume and end at step 20."""
     from omegaconf import OmegaConf
 
-    from orchestra.config import compose
-    from orchestra.sweeping import prepare_job_dir
+    from orchestra.config.compose import compose
+    from orchestra.sweep.create import prepare_job_dir
 
     job_dir = root / f"smoke-{strategy}"
     log = root / f"smoke-{strategy}.log"

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 import method_zoo
 from orchestra import Module
-from orchestra.backbones import SmallCNN, from_torchvision
+from orchestra.model.backbones import SmallCNN, from_torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 WARMUP = 2  # the first step times carry lazy initialisation and allocator growth on both sides

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from launch import manifest, retry
-from launch.member import PREEMPTED_EXIT_CODE
+from launch.job_id import JobId
+from launch.launcher import Submission
+from launch.member import DEFAULT_ENTRY_MODULE, PREEMPTED_EXIT_CODE
 
 CANCELLED_EXIT_CODE = 130
 
@@ -58,7 +62,7 @@ def _run_once(sweep_dir: Path, member: manifest.Member, command: Sequence[str], 
         process = subprocess.Popen([*command, str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    env=_member_env(parallelism))
         with manifest.updating(sweep_dir) as sweep:
-            sweep.members[member.index].job_ids.append(f"local:{process.pid}")
+            sweep.members[member.index].job_ids.append(str(JobId.local(process.pid)))
         for line in process.stdout:
             log.write(line)
             log.flush()
@@ -89,3 +93,51 @@ def run_members(sweep_dir: Path, members: Sequence[manifest.Member], command: Se
             running.append(thread)
         time.sleep(0.2)
     return codes
+
+
+def process_alive(job_id: JobId) -> bool:
+    """Whether the member's local process still runs. Its pid may since belong to another program (pids are
+    reused), and cancel must never signal that one: where /proc exists, the command line must be a job body's."""
+    pid = job_id.pid
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return DEFAULT_ENTRY_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # gone in between, or a system without /proc
+    except OSError:
+        return True
+
+
+class LocalLauncher:
+    """Members as child processes of the ``orchestra sweep`` process, ``launcher.parallelism`` at a time."""
+
+    name = "local"
+    records_member_end = True
+
+    def check(self, settings: dict[str, Any]) -> None:
+        return None
+
+    def script(self, sweep_dir: Path, settings: dict[str, Any], members: int) -> str | None:
+        return None
+
+    def submit(self, sweep_dir: Path, members: Sequence[manifest.Member], settings: dict[str, Any],
+               entry: Sequence[str]) -> Submission:
+        codes = run_members(sweep_dir, members, entry, parallelism=int(settings.get("parallelism", 1)),
+                            max_failures=int(settings.get("max_failures", 1)))
+        return Submission(finished=True, exit_codes=codes, job_ids=[])
+
+    def states(self, job_ids: Sequence[JobId]) -> dict[JobId, dict[str, str]]:
+        return {job_id: {"state": "RUNNING", "exit_code": "", "elapsed": ""} for job_id in job_ids
+                if process_alive(job_id)}
+
+    def cancel(self, job_ids: Sequence[JobId]) -> None:
+        for job_id in job_ids:
+            if process_alive(job_id) and job_id.pid is not None:
+                os.kill(job_id.pid, signal.SIGTERM)

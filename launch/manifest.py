@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from launch.atomic import write_text
 
 MANIFEST = "sweep.json"
 
@@ -49,12 +49,7 @@ class Sweep:
 
 
 def _write(path: Path, sweep: Sweep) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sweep.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(asdict(sweep), handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(asdict(sweep), indent=2))
 
 
 def create(sweep: Sweep) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from launch import retry
 
+DEFAULT_ENTRY_MODULE = "orchestra.job"  # data, not an import: launch never loads training code
 PREEMPTED_EXIT_CODE = 75  # shared with the job body: "stopped for a requeue, not failed"
 FORWARDED_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
@@ -31,7 +32,7 @@ class MemberFailed(RuntimeError):
 
 
 class MemberJob:
-    def __init__(self, job_dir: str, entry_module: str = "orchestra.job", max_failures: int = 0) -> None:
+    def __init__(self, job_dir: str, entry_module: str = DEFAULT_ENTRY_MODULE, max_failures: int = 0) -> None:
         self.job_dir, self.entry_module, self.max_failures = job_dir, entry_module, max_failures
 
     def __call__(self) -> str:

@@ -10,7 +10,7 @@ __all__ = ["Module"]
 
 def __getattr__(name: str) -> Any:
     if name == "Module":
-        from orchestra.module import Module
+        from orchestra.model.module import Module
 
         return Module
     raise AttributeError(f"module 'orchestra' has no attribute '{name}'")

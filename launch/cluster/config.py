@@ -7,10 +7,9 @@ the daemons insist on.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
+from launch.atomic import write_text
 from launch.cluster.layout import Layout
 
 PARTITION = "debug"
@@ -112,18 +111,8 @@ def render_slurmdbd_conf(layout: Layout, s: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str, mode: int) -> None:
-    # Write to a side file created with the final mode, then rename: the password in slurmdbd.conf is never
-    # world-readable, and a reader never sees half a file.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 def write(layout: Layout, s: Settings) -> None:
-    _write(layout.slurm_conf, render_slurm_conf(layout, s), 0o644)
-    # slurmdbd refuses a slurmdbd.conf readable by others (it holds the database password).
-    _write(layout.slurmdbd_conf, render_slurmdbd_conf(layout, s), 0o600)
+    # The mode is set before the text is written: the password in slurmdbd.conf is never world-readable, and
+    # slurmdbd refuses a slurmdbd.conf that others can read.
+    write_text(layout.slurm_conf, render_slurm_conf(layout, s), 0o644)
+    write_text(layout.slurmdbd_conf, render_slurmdbd_conf(layout, s), 0o600)

@@ -1,7 +1,7 @@
 """``orchestra report``: the comparison of a sweep's members, from the manifest and their results files.
 
 collect (rows) -> aggregate (configurations, mean ± std over seeds) -> summary (cells shared by every format) ->
-render_table (terminal), write_files (report.md, results.csv), plots (PNGs), html (report.html).
+render_table (terminal), text_formats (report.md, results.csv), plots (PNGs), html_page (report.html).
 Never imports torch: a report of a running sweep on a login node must be quick.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestra.atomic import atomic_write, write_text
+from launch.atomic import atomic_write, write_text
 from orchestra.reporting.summary import Report, build
 
 __all__ = ["Report", "build", "print_report", "write_report"]
@@ -19,16 +19,16 @@ __all__ = ["Report", "build", "print_report", "write_report"]
 
 def write_report(report: Report) -> list[Path]:
     """report.md, results.csv, report.html and the PNGs, each written atomically into the sweep directory."""
-    from orchestra.reporting import html, plots, write_files
+    from orchestra.reporting import html_page, plots, text_formats
 
     figures = plots.draw_all(report)
     written = []
     for name, png in figures.items():
         atomic_write(report.sweep_dir / name, lambda handle, png=png: handle.write(png))
         written.append(report.sweep_dir / name)
-    for name, text in (("report.md", write_files.markdown(report, list(figures))),
-                       ("results.csv", write_files.results_csv(report)),
-                       ("report.html", html.render(report, figures))):
+    for name, text in (("report.md", text_formats.markdown(report, list(figures))),
+                       ("results.csv", text_formats.results_csv(report)),
+                       ("report.html", html_page.render(report, figures))):
         write_text(report.sweep_dir / name, text)
         written.append(report.sweep_dir / name)
     return written

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launch import manifest
-from orchestra.errors import UserError
-from orchestra.results import read_results
+from orchestra.sweep.records import read_records
 
 SEED_KEYS = ("seed", "+seed", "++seed")
 
@@ -59,24 +57,6 @@ class SweepRows:
     warnings: list[str]
 
 
-def _read_results(path: Path, warnings: list[str]) -> dict[str, Any] | None:
-    """The results so far ({} before the job started), or None when the file is unreadable (with a warning)."""
-    try:
-        return read_results(path)
-    except UserError as err:  # unreadable as JSON, or not readable at all
-        warnings.append(f"skipped a member: {err}")
-        return None
-
-
-def _scheduler_states(members: list[manifest.Member]) -> dict[str, dict[str, str]]:
-    job_ids = [m.job_ids[-1] for m in members if m.job_ids and not m.job_ids[-1].startswith("local:")]
-    if not job_ids:
-        return {}
-    from launch import slurm
-
-    return slurm.scheduler_states(job_ids)  # one sacct call; an unreachable scheduler answers {}
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -98,25 +78,17 @@ def _row(member: manifest.Member, state: str, results: dict[str, Any], job_dir: 
 
 def collect(sweep_dir: Path) -> SweepRows:
     """Every member of the sweep with its state and last-validation numbers; unreadable results are skipped."""
-    from orchestra.sweep_status import member_state
-
-    try:
-        sweep = manifest.load(sweep_dir)
-    except (json.JSONDecodeError, TypeError, KeyError) as err:
-        raise UserError(f"{sweep_dir / manifest.MANIFEST} is not a readable sweep manifest ({err}); "
-                        f"restore it from the sweep's creation or start a new sweep") from None
-    scheduler = _scheduler_states(sweep.members)
+    sweep, records = read_records(sweep_dir)
     warnings: list[str] = []
     rows = []
     keys = list(sweep.swept_keys)
-    for member in sweep.members:
-        job_dir = manifest.member_dir(sweep_dir, member)
-        results = _read_results(job_dir / "results.json", warnings)
-        if results is None:
+    for record in records:
+        if record.unreadable:
+            warnings.append(f"skipped a member: {record.unreadable}")
             # Neither its numbers nor its own state can be trusted; it stays visible but out of every mean.
-            rows.append(_row(member, "UNREADABLE", {}, job_dir))
+            rows.append(_row(record.member, "UNREADABLE", {}, record.job_dir))
             continue
-        row = _row(member, member_state(member, scheduler, results), results, job_dir)
+        row = _row(record.member, record.state, record.results, record.job_dir)
         if not row.completed:  # numbers of an unfinished or failed run are not results; its curves stay plotted
             row.knn_top1 = row.probe_top1 = row.linear_top1 = None
         rows.append(row)

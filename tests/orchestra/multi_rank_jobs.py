@@ -49,7 +49,7 @@ class SignalOneRank(pl.Callback):
 
 
 def main(job_dirs: list[str]) -> int:
-    from orchestra.job import run_job
+    from orchestra.job.body import run_job
 
     failures = 0
     for job_dir in job_dirs:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from orchestra_testkit import TINY, run_cli, subprocess_env
 
-from orchestra.atomic import atomic_write, write_json
+from launch.atomic import atomic_write, write_json
 
 # 40 characters, the shape of a real wandb key, so wandb takes it as a key rather than rejecting it early.
 WANDB_KEY = "SECRETWANDBKEY" + "0123456789abcdefghijklmnop"

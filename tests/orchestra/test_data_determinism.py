@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from orchestra.config import compose
+from orchestra.config.compose import compose
 from orchestra.data.batches import AugmentedViews, EpochBatchSampler
 from orchestra.data.datamodule import build_datamodule
 

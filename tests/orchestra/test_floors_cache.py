@@ -5,10 +5,10 @@ import json
 import torch
 from orchestra_testkit import tiny_overrides
 
-from orchestra.config import compose
+from orchestra.config.compose import compose
 from orchestra.data.datamodule import build_datamodule
-from orchestra.floors import knn_floors
-from orchestra.floors_cache import cache_dir
+from orchestra.evaluation.floors import knn_floors
+from orchestra.evaluation.floors_cache import cache_dir
 
 
 def _member(tmp_path, seed: int = 0):

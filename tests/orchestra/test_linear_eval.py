@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from orchestra_testkit import read_json, run_cli, subprocess_env
 
-from orchestra.linear_eval import linear_top1
+from orchestra.evaluation.linear_eval import linear_top1
 
 
 def test_classifier_separates_separable_features_and_not_shuffled_labels():

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestra.config import compose, to_yaml
-from orchestra.config_rendering import config_yaml
+from orchestra.config.compose import compose, to_yaml
+from orchestra.config.members import MemberConfigs
+from orchestra.config.rendering import config_yaml
 from orchestra.errors import UserError
-from orchestra.member_configs import MemberConfigs
 
 MEMBERS = [
     ["method=simclr", "seed=3", "trainer.max_epochs=2"],

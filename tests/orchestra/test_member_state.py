@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from launch.manifest import Member
-from orchestra.sweep_status import ACTIVE, TERMINAL, member_state
+from orchestra.sweep.records import ACTIVE, TERMINAL, member_state, scheduler_view
 
 
 def _member(job_ids: list[str], state: str = "PENDING") -> Member:
@@ -40,9 +40,28 @@ def test_members_never_submitted_are_resumable_not_active():
     assert state == "NOT_SUBMITTED" and state not in ACTIVE and state in TERMINAL
 
 
+def _local_state(pid: int) -> str:
+    """The state status gives a local member the manifest calls RUNNING, with what the local launcher sees."""
+    member = _member([f"local:{pid}"], state="RUNNING")
+    return member_state(member, scheduler_view([member]), {"state": "RUNNING"})
+
+
 def test_a_dead_local_process_reads_failed():
     # pid 999999999 cannot exist, as after a kill -9 of the member's process.
-    assert member_state(_member(["local:999999999"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
+    assert _local_state(999999999) == "FAILED"
+
+
+def test_a_live_job_body_reads_running():
+    import subprocess
+    import sys
+
+    # The local launcher knows its members by the job entry on their command line (python -m orchestra.job ...).
+    body = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-m", "orchestra.job"])
+    try:
+        assert _local_state(body.pid) == "RUNNING"
+    finally:
+        body.kill()
+        body.wait()
 
 
 def test_a_reused_pid_of_another_program_is_not_the_member():
@@ -53,8 +72,8 @@ def test_a_reused_pid_of_another_program_is_not_the_member():
 
     stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        assert member_state(_member([f"local:{stranger.pid}"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
+        assert _local_state(stranger.pid) == "FAILED"
     finally:
         stranger.kill()
         stranger.wait()
-    assert member_state(_member([f"local:{os.getpid()}"], state="RUNNING"), {}, {"state": "RUNNING"}) == "FAILED"
+    assert _local_state(os.getpid()) == "FAILED"

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from orchestra.mixed_batchnorm import MixedDtypeBatchNorm, convert_batchnorm
+from orchestra.model.mixed_batchnorm import MixedDtypeBatchNorm, convert_batchnorm
 
 
 def _as_deepspeed_bf16_leaves_it(norm: nn.Module) -> nn.Module:

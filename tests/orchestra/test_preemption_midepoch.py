@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 from orchestra_testkit import only_job_dir, read_json, tiny_overrides, train_in_process
 
 from orchestra.cli import main
-from orchestra.job import run_job
-from orchestra.preemption import PREEMPTED_EXIT_CODE
+from orchestra.job.body import run_job
+from orchestra.job.preemption import PREEMPTED_EXIT_CODE
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from orchestra_testkit import SimulatedPreemption, only_job_dir, read_json, tiny_overrides, train_in_process
 
 from orchestra.cli import main
-from orchestra.job import run_job
+from orchestra.job.body import run_job
 
 PREEMPT = "+callbacks.preempt._target_=orchestra_testkit.PreemptAfterEpoch"
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 from orchestra_testkit import run_cli
 
-from orchestra.checkpointing import publish_directory, staging_path
-from orchestra.config import compose
+from orchestra.config.compose import compose
+from orchestra.distributed.strategies import check_strategy
 from orchestra.errors import UserError
-from orchestra.lr_scaling import apply_lr_scaling
-from orchestra.strategies import check_strategy
+from orchestra.job.checkpointing import publish_directory, staging_path
+from orchestra.model.lr_scaling import apply_lr_scaling
 
 
 def test_deepspeed_on_cpu_is_one_line_before_anything_runs(tmp_path):
@@ -66,13 +66,13 @@ def test_unknown_lr_scaling_rule_is_one_line():
 def test_slurm_resources_follow_the_trainer(tmp_path):
     from omegaconf import OmegaConf
 
-    from launch.slurm import _executor
+    from launch.slurm.submit import build_executor
 
     cfg = compose(["launcher=slurm", "trainer=gpu", "trainer.devices=4", "trainer.num_nodes=2", "strategy=fsdp"])
-    params = _executor(tmp_path, OmegaConf.to_container(cfg.launcher, resolve=True)).parameters
+    params = build_executor(tmp_path, OmegaConf.to_container(cfg.launcher, resolve=True)).parameters
     assert (params["nodes"], params["ntasks_per_node"], params["gpus_per_node"]) == (2, 4, 4)
     cpu = compose(["launcher=slurm", "trainer.devices=2", "strategy=ddp"])
-    params = _executor(tmp_path, OmegaConf.to_container(cpu.launcher, resolve=True)).parameters
+    params = build_executor(tmp_path, OmegaConf.to_container(cpu.launcher, resolve=True)).parameters
     assert (params["nodes"], params["ntasks_per_node"], "gpus_per_node" in params) == (1, 2, False)
 
 

@@ -17,8 +17,8 @@ from multi_rank_jobs import STOPS, assert_interrupted_ranks_resumed, initial_sta
 from omegaconf import open_dict
 from orchestra_testkit import read_json, run_cli, subprocess_env, tiny_overrides
 
-from orchestra.config import compose
-from orchestra.sweeping import prepare_job_dir
+from orchestra.config.compose import compose
+from orchestra.sweep.create import prepare_job_dir
 
 pytest.importorskip("deepspeed", reason="deepspeed is in the dev extra: pip install -e '.[dev]'")
 

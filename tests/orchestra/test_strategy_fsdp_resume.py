@@ -15,8 +15,8 @@ from omegaconf import open_dict
 from orchestra_testkit import read_json, subprocess_env, tiny_overrides
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from orchestra.config import compose
-from orchestra.sweeping import prepare_job_dir
+from orchestra.config.compose import compose
+from orchestra.sweep.create import prepare_job_dir
 
 FSDP = ["trainer.devices=2", "strategy=fsdp", "strategy.sync_batchnorm=true", "trainer.max_epochs=2",
         "trainer.limit_train_batches=2", "data.train_limit=192", "data.val_limit=64"]

@@ -22,12 +22,12 @@ from orchestra_testkit import REPO, read_json, run_cli_concurrently, subprocess_
 from rich.console import Console
 
 from launch import manifest
-from orchestra.config import compose
+from orchestra.config.compose import compose
 from orchestra.errors import UserError
-from orchestra.job import run_job
-from orchestra.loggers import resolve_mode, run_id, run_identity, tags_for
-from orchestra.sweeping import prepare_job_dir
-from orchestra.wandb_report import publish_report
+from orchestra.job.body import run_job
+from orchestra.sweep.create import prepare_job_dir
+from orchestra.tracking.loggers import resolve_mode, run_id, run_identity, tags_for
+from orchestra.tracking.wandb_report import publish_report
 
 FAKE_KEY = "FAKEWANDBSECRET" + "0123456789abcdefghijklmnopqrstuvwxy"  # 40+ characters, shaped like a real key
 WANDB = REPO / ".venv" / "bin" / "wandb"
@@ -198,7 +198,7 @@ def test_wandb_report_holds_the_table_and_curves_of_the_sweep_group(requeued_mem
     pytest.importorskip("wandb_workspaces", reason="optional extra: pip install 'orchestra[wandb]'")
     import wandb_workspaces.reports.v2 as wr
 
-    from orchestra.wandb_report import build_report
+    from orchestra.tracking.wandb_report import build_report
 
     sweep_dir = requeued_member["sweep_dir"]
     report = build_report(sweep_dir, project="orchestra", entity="someone")  # built, not saved: no server here
@@ -270,7 +270,7 @@ def test_mode_rule(monkeypatch, tmp_path):
 
 
 def test_sync_skips_runs_wandb_already_uploaded(requeued_member, tmp_path, capsys):
-    from orchestra.wandb_sync import sync
+    from orchestra.tracking.wandb_sync import sync
 
     sweep_copy = tmp_path / requeued_member["sweep_dir"].name
     shutil.copytree(requeued_member["sweep_dir"], sweep_copy, symlinks=True)

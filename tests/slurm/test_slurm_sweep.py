@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from launch import manifest
-from orchestra.sweep_status import refresh
+from orchestra.sweep.records import refresh
 
 pytestmark = pytest.mark.slurm
 
@@ -37,7 +37,7 @@ def _sweep_dir(root: Path) -> Path:
 def _wait_until_ended(sweep_dir: Path, timeout: float = 300) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [row["member"].state for row in refresh(sweep_dir)]
+        states = [record.state for record in refresh(sweep_dir)]
         if all(state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT") for state in states):
             return states
         time.sleep(2)

@@ -1,0 +1,75 @@
+"""``orchestra eval SWEEP_DIR|JOB_DIR``: which members to evaluate, and one line per member on what happened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestra.errors import UserError
+from orchestra.job.results import read_results
+
+
+def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
+    from launch import manifest
+
+    sweep = manifest.load(sweep_dir)
+    found = []
+    for member in sweep.members:
+        label = " ".join(o for o in member.overrides if o.split("=", 1)[0] in sweep.swept_keys) or "all swept"
+        found.append((f"member {member.index} ({label})", manifest.member_dir(sweep_dir, member)))
+    return found
+
+
+def _why_not(job_dir: Path) -> str | None:
+    """Why a member cannot be evaluated, or None when it can."""
+    try:
+        results = read_results(job_dir / "results.json")
+    except UserError as err:  # unreadable as JSON, or not readable at all
+        return f"has an unreadable results file ({err})"
+    if not results:
+        return "has not started (no results.json)"
+    state = results.get("state")
+    if state != "COMPLETED":
+        return f"is {state or 'not finished'} (linear evaluation needs a COMPLETED member)"
+    if not (job_dir / "checkpoints" / "last.ckpt").exists():  # a file, or an FSDP checkpoint directory
+        return f"has no {job_dir / 'checkpoints' / 'last.ckpt'}"
+    return None
+
+
+def eval_command(path: str) -> int:
+    """Evaluate one job directory, or every COMPLETED member of a sweep (the others are skipped with a note)."""
+    from launch import manifest
+
+    target = Path(path)
+    if not target.is_dir():
+        raise UserError(f"{target} is not a directory; pass a sweep directory or one member's job directory")
+    if manifest.is_sweep(target):
+        members = _member_dirs(target.resolve())
+    elif (target / "config.yaml").is_file():
+        members = [(target.name, target.resolve())]
+        reason = _why_not(target)
+        if reason:
+            raise UserError(f"{target} {reason}; run it to the end first (orchestra resume / train)")
+    else:
+        raise UserError(f"{target} is neither a sweep directory (sweep.json) nor a job directory (config.yaml)")
+    from orchestra.evaluation.linear_eval import evaluate
+
+    evaluated = 0
+    for name, job_dir in members:
+        reason = _why_not(job_dir)
+        if reason:
+            print(f"{name}: skipped, it {reason}", flush=True)
+            continue
+        try:
+            results = evaluate(job_dir)
+        except UserError as err:  # one unreadable member must not stop the others
+            print(f"{name}: skipped, {err}", flush=True)
+            continue
+        info = results["linear_eval"]
+        print(f"{name}: linear top-1 {results['linear_top1']:.4f} (L2 {info['weight_decay']:g}, "
+              f"{info['train_images']} train / {info['val_images']} val images, step {info['checkpoint_step']})",
+              flush=True)
+        evaluated += 1
+    if manifest.is_sweep(target):
+        print(f"evaluated {evaluated} of {len(members)} member(s); compare with the online numbers: "
+              f"orchestra report {target}")
+    return 0 if evaluated else 1

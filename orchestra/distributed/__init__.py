@@ -1,0 +1,1 @@
+"""How ranks share a job: Lightning strategies (DDP, FSDP, DeepSpeed) and the ranks' signal vote."""

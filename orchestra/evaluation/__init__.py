@@ -1,0 +1,1 @@
+"""Numbers measured outside training: offline linear evaluation and the no-training kNN floors."""

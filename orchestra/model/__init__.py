@@ -1,0 +1,1 @@
+"""The Lightning ``Module`` that binds a forward function, backbones, optimizers and batch-norm variants."""

@@ -1,0 +1,81 @@
+"""What ``Module.configure_model`` does to the model before the strategy wraps it: synchronised BatchNorm,
+channels_last, torch.compile and FSDP2 sharding, in that order.
+
+Order matters: layers are converted before they are sharded (sharding fixes the parameter objects), and the
+backbone is compiled after sharding, so FSDP's hooks run inside the compiled call. ``nn.Module.compile`` compiles
+in place, so parameter names, state-dict keys and checkpoints are the same as without compile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from method_zoo import TeacherStudentWrapper
+from orchestra.model.mixed_batchnorm import MixedDtypeBatchNorm, convert_batchnorm
+from orchestra.model.sync_batchnorm import convert_to_global_batchnorm
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """The parts of a strategy that change the model itself (built by ``orchestra.distributed.strategies``)."""
+
+    sync_batchnorm: bool = False
+    mixed_dtype_batchnorm: bool = False  # DeepSpeed: bf16 parameters may sit beside float32 statistics
+    fsdp: bool = False
+    reshard_after_forward: bool = True
+
+
+def backbone_networks(module: nn.Module) -> list[nn.Module]:
+    """The networks that run the images: the backbone, or a teacher/student pair's student and teacher."""
+    backbone = getattr(module, "backbone", None)
+    if isinstance(backbone, TeacherStudentWrapper):
+        return [backbone.student, backbone.teacher]
+    return [backbone] if isinstance(backbone, nn.Module) else []
+
+
+def sharding_units(module: nn.Module) -> list[nn.Module]:
+    """Modules to ``fully_shard``: each must own parameters and be *called* (FSDP2 gathers in forward hooks).
+
+    A teacher is sharded exactly like its student (same shapes, same mesh), so the EMA update pairs local shards.
+    Evaluator heads are called through methods, not ``forward``, so their parameter-owning layers are the units.
+    """
+    units: list[nn.Module] = []
+    for name, child in module.named_children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if name == "evaluators":
+            units += [m for m in child.modules() if any(True for _ in m.parameters(recurse=False))]
+        elif isinstance(child, TeacherStudentWrapper):
+            units += [child.student, child.teacher]
+        else:
+            units.append(child)
+    return units
+
+
+def configure(module, plan: ParallelPlan | None, channels_last: bool, compile_backbone: bool) -> None:
+    """Apply the plan and the switches to a Lightning module whose trainer (and device mesh) already exist."""
+    plan = plan or ParallelPlan()
+    trainer = module.trainer
+    if plan.sync_batchnorm and trainer.world_size > 1:
+        if trainer.strategy.root_device.type == "cpu" or plan.mixed_dtype_batchnorm:
+            # torch's SyncBatchNorm refuses CPU tensors, and DeepSpeed's bf16 parameters beside float32 statistics
+            convert_to_global_batchnorm(module)
+        else:
+            nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    elif plan.mixed_dtype_batchnorm:
+        convert_batchnorm(module, MixedDtypeBatchNorm)
+    if channels_last:
+        for network in backbone_networks(module):
+            network.to(memory_format=torch.channels_last)
+    if plan.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = module.device_mesh["data_parallel"]
+        for unit in sharding_units(module):
+            fully_shard(unit, mesh=mesh, reshard_after_forward=plan.reshard_after_forward)
+    if compile_backbone:
+        for network in backbone_networks(module):
+            network.compile()

@@ -1,0 +1,153 @@
+"""``orchestra status | resume | cancel``: act on what ``records`` says of every member.
+
+Imports neither torch nor Lightning, so a status of a hundred members is one process start and one sacct call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from launch import manifest
+from launch.launcher import cancel_all
+from orchestra.errors import UserError
+from orchestra.sweep.records import ACTIVE, TERMINAL, MemberRecord, latest_job_id, refresh
+
+
+def latest_sweep(output_root: Path = Path("runs")) -> Path:
+    sweeps = sorted((output_root / "sweeps").glob("*/sweep.json"), key=lambda p: p.stat().st_mtime)
+    if not sweeps:
+        raise UserError(f"no sweep found under {output_root / 'sweeps'}; pass the sweep directory")
+    return sweeps[-1].parent
+
+
+def open_sweep(path: str | None) -> Path:
+    sweep_dir = Path(path) if path else latest_sweep()
+    if not manifest.is_sweep(sweep_dir):
+        raise UserError(f"{sweep_dir} is not a sweep directory (no sweep.json); pass one made by orchestra sweep")
+    return sweep_dir.resolve()
+
+
+def _log_tail(job_dir: str, lines: int = 3) -> str:
+    log = Path(job_dir) / "log.txt"
+    candidates = [log] if log.exists() else sorted(Path(job_dir).parent.glob("slurm/*/*_log.out"))
+    for path in candidates:
+        text = path.read_text(errors="replace").strip().splitlines()
+        if text:
+            return "\n".join(text[-lines:])
+    return ""
+
+
+COLUMNS = ("#", "member", "state", "attempts", "elapsed", "knn/top1", "job id")
+STATE_COLORS = {"FAILED": "red", "COMPLETED": "green", "CANCELLED": "yellow"}
+_ANSI = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "reset": "\033[0m"}
+
+
+def differing_overrides(members: list[manifest.Member]) -> list[list[str]]:
+    """Each member's overrides, keeping only the keys whose values differ between members (all of them when
+    there is one member): a row that repeats ``launcher=slurm`` on every line says nothing."""
+    values = [dict(o.split("=", 1) for o in m.overrides if "=" in o) for m in members]
+    keys = {k for v in values for k in v}
+    differ = {k for k in keys if len({v.get(k) for v in values}) > 1} if len(members) > 1 else keys
+    return [[o for o in m.overrides if o.split("=", 1)[0] in differ] for m in members]
+
+
+def _cells(record: MemberRecord, overrides: list[str]) -> list[str]:
+    member, results = record.member, record.results
+    metric = results.get("metrics", {}).get("knn/top1")
+    elapsed = record.scheduler.get("elapsed") or (f"{results['wall_time_s']:.0f}s" if "wall_time_s" in results
+                                                  else "")
+    return [str(member.index), " ".join(overrides), record.state,
+            str(max(member.attempts, results.get("attempts", 0))), elapsed,
+            "" if metric is None else f"{metric:.4f}", member.job_ids[-1] if member.job_ids else ""]
+
+
+def _rows(records: list[MemberRecord]) -> list[list[str]]:
+    shown = differing_overrides([r.member for r in records])
+    return [_cells(record, overrides) for record, overrides in zip(records, shown, strict=True)]
+
+
+def status_table(sweep_dir: Path, records: list[MemberRecord]):
+    """The rich table of the live view (``--wait``)."""
+    from rich.table import Table
+
+    table = Table(title=f"sweep {sweep_dir}")
+    for column in COLUMNS:
+        table.add_column(column)
+    for record, cells in zip(records, _rows(records), strict=True):
+        table.add_row(*cells, style=STATE_COLORS.get(record.state))
+    return table
+
+
+def status_text(sweep_dir: Path, records: list[MemberRecord], color: bool = False) -> str:
+    """The same table as plain aligned text: rich measures and wraps every cell, ~0.3 s of a 100-member status."""
+    table = [list(COLUMNS), *_rows(records)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines = [f"sweep {sweep_dir}", "  ".join(h.ljust(w) for h, w in zip(COLUMNS, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    for record, cells in zip(records, table[1:], strict=True):
+        line = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+        tint = STATE_COLORS.get(record.state) if color else None
+        lines.append(f"{_ANSI[tint]}{line}{_ANSI['reset']}" if tint else line)
+    return "\n".join(lines)
+
+
+def status(path: str | None) -> int:
+    sweep_dir = open_sweep(path)
+    records = refresh(sweep_dir)
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(status_text(sweep_dir, records, color))
+    for record in records:
+        if record.unreadable:
+            print(f"warning: member {record.member.index}: {record.unreadable}")
+        if record.state == "FAILED":
+            error = record.results.get("error") or _log_tail(record.member.job_dir)
+            label = f"member {record.member.index} failed:"
+            print(f"{_ANSI['red']}{label}{_ANSI['reset']} {error}" if color else f"{label} {error}")
+    return 0
+
+
+def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
+    """A live table until every member has ended."""
+    from rich.console import Console
+    from rich.live import Live
+
+    with Live(console=Console(), refresh_per_second=1) as live:
+        while True:
+            records = refresh(sweep_dir)
+            live.update(status_table(sweep_dir, records))
+            if all(record.state in TERMINAL for record in records):
+                break
+            time.sleep(every_s)
+    from orchestra.reporting import print_report
+
+    print_report(sweep_dir)
+    return 0 if all(record.state == "COMPLETED" for record in records) else 1
+
+
+def resume(path: str | None) -> int:
+    """Re-run the members that did not complete, in their own job dirs (they continue from last.ckpt)."""
+    from orchestra.sweep.create import launch_members
+
+    sweep_dir = open_sweep(path)
+    todo = [record.member for record in refresh(sweep_dir) if record.state not in ACTIVE | {"COMPLETED"}]
+    if not todo:
+        print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running")
+        return 0
+    print(f"resuming {len(todo)} member(s): {', '.join(str(m.index) for m in todo)}")
+    return launch_members(sweep_dir, todo, manifest.load(sweep_dir).launcher_settings or {"name": "local"})
+
+
+def cancel(path: str | None) -> int:
+    sweep_dir = open_sweep(path)
+    active = [record.member for record in refresh(sweep_dir) if record.state in ACTIVE]
+    with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
+        for member in active:
+            sweep.members[member.index].state = "CANCELLED"
+        # ids read under the lock: a local retry may have started a new process since `refresh`
+        active = [sweep.members[member.index] for member in active]
+    cancel_all([job_id for job_id in map(latest_job_id, active) if job_id is not None])
+    print(f"cancelled {len(active)} member(s) of {sweep_dir}")
+    return 0

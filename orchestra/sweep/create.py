@@ -1,0 +1,134 @@
+"""``orchestra sweep``: expand, validate every member, write job dirs and the manifest, hand them to a launcher."""
+
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from launch import manifest
+from launch.atomic import write_text
+from launch.launcher import SchedulerError, launcher_for
+from orchestra.errors import UserError
+
+JOB_ENTRY = [sys.executable, "-m", "orchestra.job"]
+
+
+def stamp() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def unique_dir(path: Path) -> Path:
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def prepare_job_dir(job_dir: Path, cfg) -> None:
+    from orchestra.config.compose import to_yaml
+
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        cfg.job_dir = str(job_dir.resolve())
+        write_text(job_dir / "config.yaml", to_yaml(cfg))  # every requeue and retry reads it
+    except OSError as err:
+        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
+
+
+def write_job_config(job_dir: Path, container: dict) -> None:
+    from orchestra.config.rendering import config_yaml
+
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_text(job_dir / "config.yaml", config_yaml(container))
+    except OSError as err:
+        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
+
+
+def _member_name(index: int, member: list[str], swept: list[str]) -> str:
+    values = dict(o.split("=", 1) for o in member if "=" in o)
+    label = "_".join(f"{k}={values[k]}" for k in swept if k in values)
+    return f"{index:03d}-" + re.sub(r"[^A-Za-z0-9_.=-]+", "-", label)[:80] if label else f"{index:03d}"
+
+
+def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: dict) -> int:
+    """Start ``members`` with the sweep's launcher; a local sweep blocks and ends in the report, a SLURM one
+    returns once queued (or follows it with ``launcher.wait``)."""
+    from orchestra.reporting import print_report
+
+    launcher = launcher_for(str(settings["name"]))
+    try:
+        submission = launcher.submit(sweep_dir, members, settings, JOB_ENTRY)
+    except SchedulerError as err:
+        raise UserError(str(err)) from None
+    if not submission.finished:
+        print(f"submitted {len(submission.job_ids)} member(s) as SLURM array {submission.job_ids[0].array}")
+        if settings.get("wait"):
+            from orchestra.sweep.control import follow
+
+            return follow(sweep_dir)
+        print(f"follow it with:  orchestra status {sweep_dir}")
+        return 0
+    print_report(sweep_dir)
+    failed = [i for i, code in submission.exit_codes.items() if code != 0]
+    if failed:
+        print(f"{len(failed)} member(s) did not complete; see log.txt in their job directories", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# Keys that shape a member's SLURM allocation: the sweep is ONE array, and every task of an array gets one shape.
+ALLOCATION_KEYS = ("launcher", "trainer", "trainer.devices", "trainer.num_nodes", "trainer.accelerator")
+
+
+def _refuse_swept_allocation(swept: list[str]) -> None:
+    shaped = [k for k in swept if k.lstrip("+~") in ALLOCATION_KEYS or k.lstrip("+~").startswith("launcher.")]
+    if shaped:
+        raise UserError(f"{', '.join(shaped)} would give members different SLURM allocations, but a sweep is one "
+                        f"job array of one shape; run one sweep per value (e.g. {shaped[0]}=<one value>)")
+
+
+def sweep(overrides: list[str], dry_run: bool) -> int:
+    from orchestra.config.compose import SECRET_KEY, expand, redact_overrides
+    from orchestra.config.members import MemberConfigs
+
+    members = expand(overrides)
+    configs = MemberConfigs(members)  # every member is validated before anything runs
+    first = configs.config(0)
+    members = [redact_overrides(m) for m in members]  # secrets never reach the manifest, dir names or terminal
+    values = [dict(o.split("=", 1) for o in m if "=" in o) for m in members]
+    keys = list(dict.fromkeys(k for v in values for k in v if not SECRET_KEY.search(k)))
+    swept = [k for k in keys if len({v.get(k) for v in values}) > 1] or keys[:1]
+    launcher = OmegaConf.to_container(first.launcher, resolve=True)
+    if launcher["name"] == "slurm":
+        _refuse_swept_allocation([k for k in keys if len({v.get(k) for v in values}) > 1])
+    sweep_dir = unique_dir(Path(first.output_root) / "sweeps" / stamp()).resolve()
+    entries = [manifest.Member(index=i, overrides=m, job_dir=str(sweep_dir / _member_name(i, m, swept)))
+               for i, m in enumerate(members)]
+    runner = launcher_for(str(launcher["name"]))
+    if dry_run:
+        print(f"sweep directory: {sweep_dir}  ({len(members)} members, launcher={launcher['name']})")
+        for entry in entries:
+            print(f"  [{entry.index}] {' '.join(entry.overrides)}  ->  {entry.job_dir}")
+        script = runner.script(sweep_dir, launcher, len(entries))
+        if script:
+            print("\nsbatch script:\n" + script)
+        return 0
+    try:
+        runner.check(launcher)
+    except SchedulerError as err:
+        raise UserError(str(err)) from None
+    resolved = [configs.resolved(entry.index, job_dir=entry.job_dir) for entry in entries]  # all, before writing
+    for entry, container in zip(entries, resolved, strict=True):
+        write_job_config(Path(entry.job_dir), container)
+    command = ["orchestra", "sweep", *redact_overrides(overrides)]
+    manifest.create(manifest.Sweep(sweep_dir=str(sweep_dir), command=command, launcher=str(launcher["name"]),
+                                   created_at=manifest.now(), members=entries, swept_keys=swept,
+                                   launcher_settings=launcher))
+    where = "SLURM" if launcher["name"] == "slurm" else f"local, {launcher.get('parallelism', 1)} at a time"
+    print(f"sweep directory: {sweep_dir}  ({len(members)} members, {where})", flush=True)
+    return launch_members(sweep_dir, entries, launcher)

@@ -1,0 +1,1 @@
+"""Experiment tracking: the logger a job writes to, and wandb login, sync and Reports."""

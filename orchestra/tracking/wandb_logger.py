@@ -1,0 +1,131 @@
+"""A Lightning WandbLogger whose failures cost only the logging, never the run or its results.json.
+
+wandb can fail at start (bad ``WANDB_*`` settings, an unwritable run folder, no server) or later (a log call on a
+broken connection). The first failure prints one warning and turns the logger into a no-op for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers.logger import DummyExperiment, rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+STEP_METRIC = "trainer/global_step"
+
+
+class FailSafeWandbLogger(WandbLogger):
+    def __init__(self, *, summary_metrics: tuple[str, ...] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            del self._wandb_init["anonymous"]  # passing None makes wandb warn in every job log that it is unused
+        self._summary_metrics = summary_metrics
+        self._broken = False
+        self._closed = False
+
+    def _stop(self, action: str, err: BaseException) -> None:
+        if self._broken:
+            return
+        self._broken = True
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"wandb logging stopped: {action} failed ({type(err).__name__}: {reason}); training continues "
+                      f"and results.json is unaffected", RuntimeWarning, stacklevel=3)
+
+    def _guarded(self, action: str, call: Callable[..., Any], *args: Any) -> None:
+        if self._broken or self._closed:
+            return
+        try:
+            call(*args)
+        except Exception as err:
+            self._stop(action, err)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._broken or self._closed:
+            return DummyExperiment()
+        if self._experiment is None:
+            try:
+                self._experiment = self._start()
+            except Exception as err:
+                if self._wandb_init.get("mode") != "online":
+                    self._stop("starting the run", err)
+                    return DummyExperiment()
+                try:
+                    self._experiment = self._start_offline_instead(err)
+                except Exception as offline_err:
+                    self._stop("starting the run (online, then offline)", offline_err)
+                    return DummyExperiment()
+        return self._experiment
+
+    def _start(self) -> Any:
+        import wandb
+
+        # finish_previous: a run left open in this process (an earlier in-process job) must not be reused
+        run = wandb.init(**self._wandb_init, reinit="finish_previous")
+        self._define_metrics(run)
+        return run
+
+    def _start_offline_instead(self, online_error: Exception) -> Any:
+        """A node without internet (common on clusters) still gets a local run that `orchestra sync` uploads."""
+        import wandb
+
+        wandb.teardown()  # the failed online start keeps the run id claimed inside wandb's service process
+        self._wandb_init["mode"] = "offline"
+        run = self._start()
+        reason = (str(online_error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"wandb could not start online ({type(online_error).__name__}: {reason}); logging offline "
+                      f"instead, upload later with: orchestra sync SWEEP_DIR", RuntimeWarning, stacklevel=4)
+        return run
+
+    def _define_metrics(self, run: Any) -> None:
+        run.define_metric(STEP_METRIC)
+        run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
+        for name in self._summary_metrics:
+            # The report uses the last value (the protocol); the maximum shows how much an earlier stop would give.
+            run.define_metric(name, step_metric=STEP_METRIC, summary="max,last")
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        # Lightning hands over the module once, at fit start; its trainer's global_step becomes the x-axis.
+        self._module = model
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        # Lightning's own step for epoch-end metrics is one behind global_step, and two behind after a mid-epoch
+        # resume; global_step is what results.json records, so both agree for every member, requeued or not.
+        trainer = getattr(getattr(self, "_module", None), "_trainer", None)
+        if trainer is not None:
+            step = trainer.global_step
+        self._guarded("logging metrics", super().log_metrics, metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        from orchestra.config.compose import redact
+
+        if isinstance(params, Mapping):
+            params = redact(dict(params))
+        self._guarded("logging hyper-parameters", super().log_hyperparams, params)
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        self._guarded("recording a checkpoint", super().after_save_checkpoint, checkpoint_callback)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is None or isinstance(self._experiment, DummyExperiment):
+            self._closed = True
+            return
+        self._guarded("finishing the run", self._finish, status)
+        self._closed = True
+
+    def _finish(self, status: str) -> None:
+        from orchestra.job.preemption import stopped_for_requeue
+
+        super().finalize(status)
+        if status != "success" and stopped_for_requeue():
+            self._experiment.mark_preempting()  # the next attempt resumes this run id
+        # Finished here rather than at interpreter exit: a job run in-process (tests, `orchestra train`) must not
+        # leave the run open for the next one.
+        self._experiment.finish(exit_code=0 if status == "success" else 1)
