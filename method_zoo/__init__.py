@@ -1,4 +1,4 @@
-"""method_zoo: SSL forward functions, their losses, the EMA teacher wrapper and gradient-aware gathers.
+"""method_zoo: SSL forward functions, their losses and heads, the EMA teacher wrapper, the feature queue and gathers.
 
 Depends on torch only; it knows nothing of Lightning, Hydra or SLURM.
 """
@@ -13,6 +13,7 @@ from method_zoo.forwards import (
     vicreg_forward,
 )
 from method_zoo.losses import BarlowTwinsLoss, BYOLLoss, NTXEntLoss, VICRegLoss
+from method_zoo.queue import FeatureQueue
 from method_zoo.requirements import require_attributes
 from method_zoo.teacher_student import TeacherStudentWrapper
 from method_zoo.views import split_views
@@ -20,6 +21,7 @@ from method_zoo.views import split_views
 __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "FeatureQueue",
     "MethodError",
     "NTXEntLoss",
     "TeacherStudentWrapper",

@@ -1,8 +1,10 @@
-"""Collectives that keep autograd intact, for losses computed over the global batch.
+"""torch.distributed helpers: collectives that keep autograd intact (for losses over the global batch) and
+gathers without gradient (queues, the kNN bank's dataset pass). The one home for gathers and all-reduces.
 
-Every helper is the identity when torch.distributed is not initialised, so the same loss code runs in a
-single process, under DDP and under FSDP. All ranks must pass tensors of the same shape: this is what
-DistributedSampler gives (it pads the dataset so every rank sees the same number of samples).
+Outside distributed runs (or with one rank) every helper reduces to its single-process meaning (the input
+itself; a stack of one; a sort by row), so the same code runs in a single process, under DDP, FSDP and DeepSpeed.
+All ranks must pass tensors of the same shape, which DistributedSampler gives (it pads the dataset so every rank
+sees the same number of samples); gather_in_dataset_order alone accepts shards of different lengths.
 
 Why gradients are summed in backward: under DDP each rank ``r`` computes its own loss ``L_r`` from the
 gathered tensor, and the gradient reaching rank r's local rows is the sum over all ranks of
@@ -10,6 +12,8 @@ gathered tensor, and the gradient reaching rank r's local rows is the sum over a
 of ``mean_r L_r`` -- exactly what one process would compute on the concatenated batch, provided each
 loss is written so that ``mean_r L_r`` equals the single-process loss (see the losses).
 """
+
+from __future__ import annotations
 
 import torch
 import torch.distributed as dist
@@ -31,10 +35,14 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def _all_gather_cat(x: Tensor) -> Tensor:
+def _all_gather(x: Tensor) -> list[Tensor]:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
+    return parts
+
+
+def _all_gather_cat(x: Tensor) -> Tensor:
+    return torch.cat(_all_gather(x), dim=0)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -89,3 +97,39 @@ def gather_no_grad(x: Tensor) -> Tensor:
     if not is_distributed() or world_size() == 1:
         return x.detach()
     return _all_gather_cat(x.detach())
+
+
+@torch.no_grad()
+def all_gather_stacked(x: Tensor) -> Tensor:
+    """``[world, n, ...]`` from every rank's ``[n, ...]`` (``x[None]`` outside distributed runs); no gradient.
+
+    Plain torch.distributed, so it serves DDP, FSDP and DeepSpeed alike.
+    """
+    if not is_distributed() or world_size() == 1:
+        return x.detach()[None]
+    return torch.stack(_all_gather(x.detach()))
+
+
+@torch.no_grad()
+def gather_in_dataset_order(rows: Tensor, *columns: Tensor) -> tuple[Tensor, ...]:
+    """Every rank's ``columns``, on every rank, sorted by their dataset ``rows``; no gradient.
+
+    Shards may differ in length (the last batch rarely splits evenly); each is padded to the longest for the
+    collective and the padding dropped by its row of -1. Sorting by row makes the result the single-process pass,
+    whatever the number of ranks.
+    """
+    if world_size() == 1:
+        order = rows.argsort()
+        return tuple(column[order] for column in columns)
+    device = columns[0].device
+    rows = rows.to(device)
+    longest = int(all_gather_stacked(torch.tensor([rows.numel()], device=device)).max())
+    gathered_rows = all_gather_stacked(_pad(rows, longest, -1)).flatten()
+    keep = gathered_rows >= 0
+    order = gathered_rows[keep].argsort()
+    return tuple(all_gather_stacked(_pad(column, longest, 0)).flatten(0, 1)[keep][order] for column in columns)
+
+
+def _pad(tensor: Tensor, length: int, value: float) -> Tensor:
+    padding = tensor.new_full((length - tensor.shape[0], *tensor.shape[1:]), value)
+    return torch.cat([tensor, padding])

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from method_zoo.distributed import gather_in_dataset_order
 from orchestra.callbacks.accuracy import Top1Counter
 from orchestra.callbacks.keys import read_output
-from orchestra.callbacks.row_gather import all_gather_stacked, gather_in_dataset_order
 
 
 def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
@@ -77,8 +77,7 @@ class KNNHead(nn.Module):
             labels.append(read_output(outputs, self.target, f"OnlineKNN '{self.name}'"))
             rows.append(batch["sample_idx"])
         local = sum(len(r) for r in rows)
-        self.bank, self.bank_labels = gather_in_dataset_order(
-            all_gather_stacked, trainer.world_size, torch.cat(rows), torch.cat(features), torch.cat(labels))
+        self.bank, self.bank_labels = gather_in_dataset_order(torch.cat(rows), torch.cat(features), torch.cat(labels))
         if trainer.world_size > 1 and not self.reported:
             print(f"kNN bank: {local} of {len(self.bank)} images embedded on rank {trainer.global_rank}", flush=True)
             self.reported = True

@@ -57,7 +57,8 @@ class Module(pl.LightningModule):
         self.queues = nn.ModuleDict()
 
     @property
-    def method_name(self) -> str:
+    def forward_name(self) -> str:
+        """The bound forward function's name, e.g. ``simclr_forward`` (``cfg.method_name`` is ``simclr``)."""
         return self.forward_fn.__name__
 
     def configure_model(self) -> None:
@@ -85,7 +86,7 @@ class Module(pl.LightningModule):
         outputs = self(batch, stage="train")
         if not isinstance(outputs, dict) or "loss" not in outputs:
             keys = ", ".join(sorted(outputs)) if isinstance(outputs, dict) else type(outputs).__name__
-            raise UserError(f"{self.method_name} returned no 'loss' at stage 'train' (it returned: {keys}); "
+            raise UserError(f"{self.forward_name} returned no 'loss' at stage 'train' (it returned: {keys}); "
                             f"a training forward must set out['loss']")
         loss = outputs["loss"]
         # Only on the steps the loggers write (every trainer.log_every_n_steps): each self.log costs about a
