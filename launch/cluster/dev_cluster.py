@@ -65,6 +65,10 @@ class DevCluster:
             pids[name] = pid if procs.is_alive(pid, name) else None
         return pids
 
+    def is_running(self) -> bool:
+        """Every daemon alive, by its PID file and process name; asks no daemon anything."""
+        return all(self._alive_pids().values())
+
     def status(self) -> dict[str, Any]:
         pids = self._alive_pids()
         alive = [name for name, pid in pids.items() if pid is not None]

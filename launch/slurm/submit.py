@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,13 +19,21 @@ def require_sbatch() -> None:
                              " (or start a development cluster: orchestra cluster up)")
 
 
-def check_settings(settings: dict[str, Any]) -> None:
-    """Catch what sbatch would refuse with several lines of its own: no sbatch, no controller, a wrong partition."""
+def check_settings(settings: dict[str, Any], dev_cluster_dirs: Sequence[str | Path] | None = None) -> None:
+    """Catch what sbatch would refuse with several lines of its own: no sbatch, no controller, a wrong partition.
+
+    ``dev_cluster_dirs``: where a development cluster may run (default: ``orchestra cluster up``'s state dir); when
+    no controller answers but one of them runs, the error says which SLURM_CONF to export.
+    """
     require_sbatch()
     out = run_query(["sinfo", "-h", "-o", "%P"])
     if out is None:
-        raise SchedulerError("the SLURM controller does not answer (sinfo failed); check SLURM_CONF / slurmctld, "
-                             "or run locally with launcher=local")
+        from launch.cluster.discover import no_controller_hint
+        from launch.cluster.layout import DEFAULT_STATE_DIR
+
+        hint = no_controller_hint(dev_cluster_dirs or (DEFAULT_STATE_DIR,), os.environ.get("SLURM_CONF"))
+        raise SchedulerError("the SLURM controller does not answer (sinfo failed); "
+                             + (hint or "check SLURM_CONF / slurmctld, or run locally with launcher=local"))
     partitions = [p.strip().rstrip("*") for p in out.split()]
     wanted = settings.get("partition")
     if wanted and wanted not in partitions:
@@ -32,9 +41,45 @@ def check_settings(settings: dict[str, Any]) -> None:
                              f"(set launcher.partition=...)")
 
 
+# launcher.cpus_per_task=auto on a real cluster, and the most `auto` gives a member on a development cluster.
+DEFAULT_CPUS_PER_TASK = 2
+
+
+def dev_cluster_cpus() -> int | None:
+    """This machine's CPUs when SLURM_CONF is a development cluster's (its one node is this machine), else None.
+
+    Not sinfo's count: a development cluster declares more CPUs than the machine has, so that jobs can share it.
+    """
+    from launch.cluster.discover import state_dir_of
+
+    if state_dir_of(os.environ.get("SLURM_CONF")) is None:
+        return None
+    from launch.cluster.host import cpu_count
+
+    return cpu_count()
+
+
+def member_cpus(settings: dict[str, Any]) -> tuple[int, bool]:
+    """(``--cpus-per-task``, whether members must be told to keep to it) for ``launcher.cpus_per_task``.
+
+    An int is taken as given. ``auto`` is DEFAULT_CPUS_PER_TASK, except on a development cluster: there the members
+    that run at once (``array_parallelism``) share this machine's CPUs, at least 1 each; and since that cluster
+    binds no task to its CPUs (task/none), each member is also told to use that many threads (OMP_NUM_THREADS).
+    """
+    value = settings.get("cpus_per_task", "auto")
+    if str(value).strip().lower() != "auto":
+        return int(value), False
+    cpus = dev_cluster_cpus()
+    if cpus is None:
+        return DEFAULT_CPUS_PER_TASK, False
+    at_once = max(1, int(settings.get("array_parallelism", 16)))
+    return max(1, min(DEFAULT_CPUS_PER_TASK, cpus // at_once)), True
+
+
 def build_executor(sweep_dir: Path, settings: dict[str, Any]):
     import submitit
 
+    cpus, pin_threads = member_cpus(settings)
     executor = submitit.SlurmExecutor(folder=str(sweep_dir / "slurm" / "%j"),
                                       max_num_timeout=int(settings.get("max_timeouts", 3)))
     params: dict[str, Any] = {
@@ -42,7 +87,7 @@ def build_executor(sweep_dir: Path, settings: dict[str, Any]):
         "time": int(settings.get("time_min", 60)),
         "nodes": int(settings.get("nodes", 1)),
         "ntasks_per_node": int(settings.get("tasks_per_node", 1)),
-        "cpus_per_task": int(settings.get("cpus_per_task", 2)),
+        "cpus_per_task": cpus,
         "signal_delay_s": int(settings.get("signal_delay_s", 60)),
         "array_parallelism": int(settings.get("array_parallelism", 16)),
         "stderr_to_stdout": True,
@@ -57,8 +102,11 @@ def build_executor(sweep_dir: Path, settings: dict[str, Any]):
         gpus = settings.get("tasks_per_node", 1)  # one GPU per rank
     if int(gpus or 0):
         params["gpus_per_node"] = int(gpus)
-    if settings.get("setup"):
-        params["setup"] = list(settings["setup"])
+    setup = list(settings.get("setup") or [])
+    if pin_threads:  # the caller's own OMP_NUM_THREADS (sbatch passes the environment on) wins
+        setup.insert(0, f"export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-{cpus}}}")
+    if setup:
+        params["setup"] = setup
     extra = {}
     for line in settings.get("extra_sbatch") or []:  # "--constraint=a100" or "constraint=a100"
         key, _, value = str(line).lstrip("-").partition("=")

@@ -4,8 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestra.cli.args import split
 from orchestra.errors import UserError
-from orchestra.job.results import read_results
+
+USAGE = """usage: orchestra eval SWEEP_DIR|JOB_DIR
+
+Offline linear evaluation of frozen backbones: for one job directory, or every COMPLETED member of a sweep (the
+others are skipped with a note), train a linear classifier on the backbone's features from checkpoints/last.ckpt
+and add linear_top1 to the member's results.json (orchestra report then shows it).
+
+options:
+  -h, --help       this help
+"""
+
+
+def run(args: list[str]) -> int:
+    flags, paths = split(args)
+    if len(paths) != 1 or flags:
+        raise UserError("usage: orchestra eval SWEEP_DIR|JOB_DIR (a sweep directory or one member's)")
+    return eval_command(paths[0])
 
 
 def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
@@ -21,6 +38,8 @@ def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
 
 def _why_not(job_dir: Path) -> str | None:
     """Why a member cannot be evaluated, or None when it can."""
+    from orchestra.jobstate.results import read_results
+
     try:
         results = read_results(job_dir / "results.json")
     except UserError as err:  # unreadable as JSON, or not readable at all

@@ -6,7 +6,26 @@ from pathlib import Path
 
 from rich.console import Console
 
+from orchestra.cli.args import split
 from orchestra.errors import UserError
+
+USAGE = """usage: orchestra report [SWEEP_DIR] [--wandb]
+
+Comparison table of a sweep's members (the latest under ./runs by default): online linear-probe and kNN accuracy,
+mean ± std over seeds, next to the no-training floors. Writes report.md, report.html, results.csv and plots into
+the sweep directory. Imports neither torch nor Lightning.
+
+options:
+  --wandb          also publish the report as a wandb Report (needs a wandb server and login)
+  -h, --help       this help
+"""
+
+
+def run(args: list[str]) -> int:
+    flags, paths = split(args)
+    if len(paths) > 1 or flags - {"--wandb"}:
+        raise UserError("usage: orchestra report [SWEEP_DIR] [--wandb]")
+    return report_command(paths[0] if paths else None, wandb="--wandb" in flags)
 
 
 def sweep_dir_from(path: str | None) -> Path:

@@ -1,6 +1,8 @@
-"""User mistakes reach the terminal as one `error:` line and exit code 2, through the real console script.
+"""User mistakes reach the terminal as one `error:` line and exit code 2.
 
-Config mistakes fail before any training starts, so their stderr must be exactly that one line. Mistakes that only
+Config mistakes fail before any training starts, so their stderr must be exactly that one line; they are checked
+in-process through ``orchestra.cli.main`` (what the console script calls), and once through the installed
+``orchestra`` script itself. Mistakes that only
 show once training runs (a forward without a loss, the wrong number of views, a probe reading a missing key) happen
 after Lightning has printed its own info lines, so there we require exactly one `error:` line, at the end, and no
 traceback.
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from orchestra_testkit import TINY, read_json, run_cli, run_cli_concurrently, subprocess_env
+
+from orchestra.cli import main
 
 SIX_METHODS = ("simclr", "nnclr", "byol", "vicreg", "barlow_twins", "supervised")
 
@@ -42,19 +46,35 @@ def _failed_results(output_root: Path) -> dict:
     return read_json(job_dirs[0] / "results.json")
 
 
-def test_help_lists_the_six_methods_and_exits_zero(tmp_path):
-    result = run_cli(["--help"], cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    method_line = next(line for line in result.stdout.splitlines() if line.strip().startswith("method "))
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    """``orchestra ARGS`` in this process: (exit status, stdout, stderr)."""
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_lists_the_six_methods_and_exits_zero(capsys):
+    code, out, err = _run(["--help"], capsys)
+    assert code == 0, err
+    method_line = next(line for line in out.splitlines() if line.strip().startswith("method "))
     for method in SIX_METHODS:
         assert method in method_line
-    assert "orchestra sweep" in result.stdout
+    assert "orchestra sweep" in out
 
 
-def test_unknown_method_lists_the_known_ones(tmp_path):
+def test_installed_entry_point_reports_a_config_mistake_as_one_line(tmp_path):
+    """The one subprocess: the console script itself, its exit status and its stderr."""
     result = run_cli(["train", "method=simclrr", f"output_root={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     line = _single_error_line(result.stderr)
+    assert "simclrr" in line
+    assert not (tmp_path / "train").exists()
+
+
+def test_unknown_method_lists_the_known_ones(tmp_path, capsys):
+    code, _, err = _run(["train", "method=simclrr", f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    line = _single_error_line(err)
     assert "simclrr" in line
     for method in SIX_METHODS:
         assert method in line
@@ -62,19 +82,19 @@ def test_unknown_method_lists_the_known_ones(tmp_path):
     assert not (tmp_path / "train").exists()
 
 
-def test_misspelt_config_key_points_at_the_right_one(tmp_path):
-    result = run_cli(["train", "trainer.max_epoch=3", f"output_root={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 2
-    line = _single_error_line(result.stderr)
+def test_misspelt_config_key_points_at_the_right_one(tmp_path, capsys):
+    code, _, err = _run(["train", "trainer.max_epoch=3", f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    line = _single_error_line(err)
     assert "trainer.max_epoch" in line
     assert "max_epochs" in line  # the key the user meant is among the listed ones
     assert not (tmp_path / "train").exists()
 
 
-def test_unparseable_override_is_quoted_back(tmp_path):
-    result = run_cli(["train", "trainer.max_epochs=[1,2", f"output_root={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 2
-    line = _single_error_line(result.stderr)
+def test_unparseable_override_is_quoted_back(tmp_path, capsys):
+    code, _, err = _run(["train", "trainer.max_epochs=[1,2", f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    line = _single_error_line(err)
     assert "'trainer.max_epochs=[1,2'" in line
 
 
@@ -144,22 +164,22 @@ def test_probe_reading_a_missing_key_lists_the_keys_that_exist(training_time_err
     assert _failed_results(root)["state"] == "FAILED"
 
 
-def test_sweep_without_multirun_flag_asks_for_it(tmp_path):
-    result = run_cli(["sweep", "method=simclr,byol", f"output_root={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 2
-    line = _single_error_line(result.stderr)
+def test_sweep_without_multirun_flag_asks_for_it(tmp_path, capsys):
+    code, _, err = _run(["sweep", "method=simclr,byol", f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    line = _single_error_line(err)
     assert "-m" in line
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_slurm_sweep_over_devices_is_refused_as_one_array_has_one_shape(tmp_path):
-    result = run_cli(["sweep", "method=simclr", "trainer.devices=1,2", "launcher=slurm", "-m", "--dry-run",
-                      f"output_root={tmp_path}"], cwd=tmp_path)
-    assert result.returncode == 2
-    line = _single_error_line(result.stderr)
+def test_slurm_sweep_over_devices_is_refused_as_one_array_has_one_shape(tmp_path, capsys):
+    code, _, err = _run(["sweep", "method=simclr", "trainer.devices=1,2", "launcher=slurm", "-m", "--dry-run",
+                         f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    line = _single_error_line(err)
     assert "trainer.devices" in line and "one sweep per value" in line
     assert not (tmp_path / "sweeps").exists()
     # The same sweep locally is fine: each local member starts its own processes.
-    local = run_cli(["sweep", "method=simclr", "trainer.devices=1,2", "-m", "--dry-run", f"output_root={tmp_path}"],
-                    cwd=tmp_path)
-    assert local.returncode == 0, local.stderr
+    code, _, err = _run(["sweep", "method=simclr", "trainer.devices=1,2", "-m", "--dry-run",
+                         f"output_root={tmp_path}"], capsys)
+    assert code == 0, err

@@ -1,0 +1,24 @@
+"""``orchestra resume [SWEEP_DIR]``: run again the members that did not complete, in their own job dirs."""
+
+from __future__ import annotations
+
+from orchestra.cli.args import split
+from orchestra.errors import UserError
+
+USAGE = """usage: orchestra resume [SWEEP_DIR]
+
+Run again, with the sweep's own launcher and settings, the members of a sweep (the latest under ./runs by default)
+that did not complete and are neither queued nor running; each continues from its checkpoints/last.ckpt.
+
+options:
+  -h, --help       this help
+"""
+
+
+def run(args: list[str]) -> int:
+    flags, paths = split(args)
+    if len(paths) > 1 or flags:
+        raise UserError("usage: orchestra resume [SWEEP_DIR]")
+    from orchestra.sweep.control import resume
+
+    return resume(paths[0] if paths else None)

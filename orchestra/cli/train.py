@@ -1,0 +1,66 @@
+"""``orchestra train [key=value ...]``: compose one config and train it in this process."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from orchestra.cli.args import redacted_argv, split
+from orchestra.errors import UserError
+
+USAGE = """usage: orchestra train [key=value ...]
+
+Train one run in this process, in a new job directory under output_root/train/.
+
+arguments:
+  key=value        Hydra override: group=option (method=byol, data=cifar10) or any config key
+                   (trainer.max_epochs=2, optim.lr=1e-3); see orchestra --help for the config groups
+options:
+  -h, --help       this help
+  --               everything after it is an override
+
+for several runs (comma lists, seeds, methods) use: orchestra sweep ... -m
+"""
+
+
+def run(args: list[str]) -> int:
+    flags, overrides = split(args)
+    if flags - {"--"}:
+        raise UserError(f"orchestra train takes no flags (got {' '.join(sorted(flags))}); "
+                        f"for several runs use: orchestra sweep ... -m")
+    with redacted_argv(overrides):  # wandb records sys.argv while the run trains
+        return train(overrides)
+
+
+def train(overrides: list[str]) -> int:
+    from rich.console import Console
+
+    from orchestra.config.compose import compose
+    from orchestra.job.body import run_job
+    from orchestra.jobstate.job_dir import prepare_job_dir, stamp, unique_dir
+
+    cfg = compose(overrides)
+    from orchestra.distributed.strategies import check_strategy
+
+    check_strategy(cfg.get("strategy"), cfg.trainer)  # e.g. DeepSpeed on CPU: one line before any process starts
+    job_dir = unique_dir(Path(cfg.output_root) / "train" / f"{stamp()}-{cfg.method_name}")
+    prepare_job_dir(job_dir, cfg)
+    print(f"job directory: {job_dir}", flush=True)
+    if str(cfg.trainer.devices) != "1" or str(cfg.trainer.num_nodes) != "1":
+        # Lightning starts the other ranks by re-running this process's command line; a job process makes them join
+        # this job directory instead of each composing (and creating) its own.
+        import subprocess
+
+        from orchestra.jobstate.results import read_results
+
+        code = subprocess.call([sys.executable, "-m", "orchestra.job", str(job_dir)])
+        if code != 0:
+            return code
+        results = read_results(job_dir / "results.json")
+    else:
+        results = run_job(job_dir)
+    metrics = results.get("metrics", {})
+    Console().print(f"[bold]{cfg.method_name}[/]: kNN top-1 {metrics.get('knn/top1', float('nan')):.4f}, "
+                    f"probe top-1 {metrics.get('probe/top1', float('nan')):.4f}, "
+                    f"wall time {results['wall_time_s']:.0f} s  ({job_dir / 'results.json'})")
+    return 0
