@@ -22,7 +22,7 @@ class ValidationHistory(pl.Callback):
         self.records.append(record)
         if self.echo and trainer.is_global_zero:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if not k.endswith("train_loss"))
-            print(f"[{pl_module.method_name}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
+            print(f"[{pl_module.forward_name}] epoch {trainer.current_epoch + 1}/{trainer.max_epochs} "
                   f"step {trainer.global_step}  {shown}  ({time.monotonic() - self.started:.0f}s)", flush=True)
 
     def state_dict(self) -> dict[str, Any]:
