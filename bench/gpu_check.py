@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 import method_zoo  # noqa: E402
 from orchestra import Module  # noqa: E402
-from orchestra.job.checkpointing import AtomicCheckpointIO  # noqa: E402
-from orchestra.job.history import ValidationHistory  # noqa: E402
+from orchestra.jobstate.checkpointing import AtomicCheckpointIO  # noqa: E402
+from orchestra.jobstate.history import ValidationHistory  # noqa: E402
 from orchestra.model.backbones import from_torchvision  # noqa: E402
 
 OPTIM = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-6, "warmup_epochs": 0}
@@ -202,7 +202,7 @@ def smoke_member(strategy: str, root: Path, timeout: int, method: str = "simclr"
     from omegaconf import OmegaConf
 
     from orchestra.config.compose import compose
-    from orchestra.sweep.create import prepare_job_dir
+    from orchestra.jobstate.job_dir import prepare_job_dir
 
     job_dir = root / f"smoke-{strategy}"
     log = root / f"smoke-{strategy}.log"

@@ -191,11 +191,6 @@ def _cycle_in(graph: dict[str, dict[str, list[Import]]], component: list[str]) -
     raise AssertionError(f"no cycle through {start} in {component}")  # cannot happen for a strong component
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known cycles: sweep <-> reporting (sweep/control.py and sweep/create.py import orchestra.reporting, "
-    "reporting/collect.py imports sweep.records); job <-> distributed, evaluation, tracking (distributed/strategies.py "
-    "imports job.checkpointing, evaluation/linear_eval.py job.results and job.body, tracking/wandb_logger.py "
-    "job.preemption, tracking/wandb_report.py job.results, while job imports all three); remove once fixed"))
 def test_no_import_cycle_between_orchestra_subpackages():
     graph = subpackage_graph()
     lines = []
@@ -217,7 +212,7 @@ def test_no_import_cycle_between_orchestra_subpackages():
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory) -> Path:
     """A finished local sweep of one member, from real files: the manifest written by launch.manifest, a results
-    file in the shape orchestra.job.results writes."""
+    file in the shape orchestra.jobstate.results writes."""
     from launch import manifest
 
     sweep_dir = tmp_path_factory.mktemp("runs") / "sweeps" / "2024-01-01_00-00-00"

@@ -1,10 +1,11 @@
-"""What the command modules share: splitting a command's arguments, and hiding secrets from ``sys.argv``."""
+"""What the command modules share: splitting arguments, hiding secrets from ``sys.argv``, the end-of-sweep report."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def split(args: list[str]) -> tuple[set[str], list[str]]:
@@ -29,3 +30,10 @@ def redacted_argv(overrides: list[str]) -> Iterator[None]:
         yield
     finally:
         sys.argv[:] = saved
+
+
+def report_at_end(sweep_dir: Path) -> None:
+    """What a sweep command does once every member has ended: the comparison table and the report files."""
+    from orchestra.reporting import print_report
+
+    print_report(sweep_dir)

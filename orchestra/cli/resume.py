@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestra.cli.args import split
+from orchestra.cli.args import report_at_end, split
 from orchestra.errors import UserError
 
 USAGE = """usage: orchestra resume [SWEEP_DIR]
@@ -21,4 +21,4 @@ def run(args: list[str]) -> int:
         raise UserError("usage: orchestra resume [SWEEP_DIR]")
     from orchestra.sweep.control import resume
 
-    return resume(paths[0] if paths else None)
+    return resume(paths[0] if paths else None, on_end=report_at_end)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestra.cli.args import redacted_argv, split
+from orchestra.cli.args import redacted_argv, report_at_end, split
 from orchestra.errors import UserError
 
 USAGE = """usage: orchestra sweep [key=a,b,c ...] -m [--dry-run] [--wait]
@@ -40,4 +40,4 @@ def run(args: list[str]) -> int:
     if "--wait" in flags:
         overrides.append("launcher.wait=true")
     with redacted_argv(overrides):  # as for train: whatever records this process's sys.argv sees no secret
-        return sweep(overrides, dry_run="--dry-run" in flags)
+        return sweep(overrides, dry_run="--dry-run" in flags, on_end=report_at_end)

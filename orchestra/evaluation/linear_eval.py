@@ -17,7 +17,7 @@ from typing import Any
 
 from launch.atomic import write_json
 from orchestra.errors import UserError
-from orchestra.job.results import read_results
+from orchestra.jobstate.results import read_results
 
 PROTOCOL = ("frozen backbone from checkpoints/last.ckpt; embeddings of the unaugmented train and validation "
             "images; features standardised with train mean/std; multinomial logistic regression fitted full-batch "
@@ -161,9 +161,9 @@ def evaluate(job_dir: Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from orchestra.data.datamodule import build_datamodule
-    from orchestra.job.body import _quiet_lightning
+    from orchestra.tracking.quiet_logs import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     cfg = OmegaConf.load(job_dir / "config.yaml")
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)

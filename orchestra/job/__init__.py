@@ -1,1 +1,1 @@
-"""One member's job: the body that trains it, its job directory, results record, preemption and costs."""
+"""The job body: one member's config.yaml -> Trainer.fit -> results.json. ``python -m orchestra.job JOB_DIR``."""

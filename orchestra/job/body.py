@@ -6,12 +6,10 @@ the same directory resumes from ``checkpoints/last.ckpt`` and keeps counting att
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 import traceback
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,40 +18,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from launch.atomic import write_json
 from orchestra.errors import UserError
-from orchestra.job.costs import attempt_costs
-from orchestra.job.results import EVALUATION_PROTOCOL, UnreadableResults, read_results
-
-RESULTS = "results.json"
+from orchestra.jobstate.costs import attempt_costs
+from orchestra.jobstate.job_dir import JobDir
+from orchestra.jobstate.results import EVALUATION_PROTOCOL, Results, UnreadableResults, read_results
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _quiet_lightning() -> None:
-    """Job logs carry our progress lines; Lightning's tips and third-party deprecation notes only bury them."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    # "not resumable": our sampler resumes mid-epoch itself (see orchestra.job.preemption), Lightning cannot see that.
-    # "LightningDataModule": our Module's batch hooks are meant to win. "srun": a local member on a machine that
-    # happens to have SLURM installed is not a mistake. "sync_dist": evaluators add their counts over ranks before
-    # they are logged (orchestra.callbacks.accuracy), so Lightning's averaging would be wrong, not missing.
-    for pattern in (".*LeafSpec.*", ".*weights_only.*", ".*does not have many workers.*", ".*not resumable.*",
-                    ".*but have passed in a `LightningDataModule`.*", ".*The `srun` command is available.*",
-                    ".*sync_dist=True.*when logging on epoch level.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+def _fit(cfg: DictConfig, job_dir: JobDir, results: Results) -> Results:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
     from orchestra.data.datamodule import build_datamodule
     from orchestra.evaluation.floors import knn_floors
-    from orchestra.job.checkpointing import LastCheckpoint
-    from orchestra.job.history import ValidationHistory
-    from orchestra.job.preemption import PreemptionGuard
+    from orchestra.jobstate.checkpointing import LastCheckpoint
+    from orchestra.jobstate.history import ValidationHistory
+    from orchestra.jobstate.preemption import PreemptionGuard
+    from orchestra.tracking.quiet_logs import quiet_lightning
 
-    _quiet_lightning()
+    quiet_lightning()
     pl.seed_everything(int(cfg.seed), verbose=False)
     datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed))
     datamodule.setup("fit")
@@ -64,16 +49,14 @@ def _fit(cfg: DictConfig, job_dir: Path, results: dict[str, Any]) -> dict[str, A
     print(describe(results["optim"]), flush=True)
     module = instantiate(cfg.module, _convert_="all")
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    legacy = trainer_args.pop("strategy", None)  # job dirs written before the strategy group kept it here
-    strategy, module.parallel_plan = build_strategy(
-        OmegaConf.to_container(cfg.strategy) if "strategy" in cfg else {"name": legacy or "auto"}, trainer_args, module,
-        global_batch=int(cfg.data.batch_size))
+    strategy, module.parallel_plan = build_strategy(OmegaConf.to_container(cfg.strategy), trainer_args, module,
+                                                    global_batch=int(cfg.data.batch_size))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     history = ValidationHistory()
-    last = job_dir / "checkpoints" / "last.ckpt"
+    last = job_dir.last_checkpoint
     with PreemptionGuard(last) as guard:  # the signal handlers it borrows are given back however this block ends
-        trainer = _trainer(cfg, job_dir, trainer_args, strategy,
-                           [*callbacks, history, guard, LastCheckpoint(job_dir / "checkpoints")])
+        trainer = _trainer(cfg, job_dir.path, trainer_args, strategy,
+                           [*callbacks, history, guard, LastCheckpoint(job_dir.checkpoints)])
         if trainer.world_size > 1:
             print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})",
                   flush=True)
@@ -96,7 +79,7 @@ def _trainer(cfg: DictConfig, job_dir: Path, trainer_args: dict[str, Any], strat
              callbacks: list[Any]) -> Any:
     import lightning.pytorch as pl
 
-    from orchestra.job.checkpointing import AtomicCheckpointIO
+    from orchestra.jobstate.checkpointing import AtomicCheckpointIO
     from orchestra.tracking.loggers import build_logger
 
     plugins: list[Any] = [AtomicCheckpointIO()]
@@ -120,7 +103,7 @@ def _trainer(cfg: DictConfig, job_dir: Path, trainer_args: dict[str, Any], strat
 def _is_preemption(err: BaseException) -> bool:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from orchestra.job.preemption import Preempted, stopped_for_requeue
+    from orchestra.jobstate.preemption import Preempted, stopped_for_requeue
 
     # submitit's requeue handler ends the process with SystemExit from inside our batch-start save
     return isinstance(err, Preempted | SIGTERMException) or (isinstance(err, SystemExit) and stopped_for_requeue())
@@ -131,7 +114,7 @@ def is_rank_zero() -> bool:
     return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "NODE_RANK"))
 
 
-def _previous_results(path: Path) -> dict[str, Any]:
+def _previous_results(path: Path) -> Results:
     """Results of earlier attempts; an unreadable file is moved aside (kept, never overwritten) and the job goes on."""
     try:
         return read_results(path)
@@ -154,22 +137,22 @@ def _aside_path(path: Path) -> Path:
     return candidate
 
 
-def run_job(job_dir: Path | str) -> dict[str, Any]:
-    job_dir = Path(job_dir).resolve()
-    config_file = job_dir / "config.yaml"
-    if not config_file.exists():
-        raise UserError(f"{job_dir} is not a job directory (no config.yaml); create one with orchestra train/sweep")
-    cfg = OmegaConf.load(config_file)
-    from orchestra.job.preemption import reset_stopped_for_requeue
+def run_job(path: Path | str) -> Results:
+    job_dir = JobDir(Path(path).resolve())
+    if not job_dir.is_job_dir():
+        raise UserError(f"{job_dir.path} is not a job directory (no config.yaml); create one with orchestra "
+                        f"train/sweep")
+    cfg = OmegaConf.load(job_dir.config)
+    from orchestra.jobstate.preemption import reset_stopped_for_requeue
 
     reset_stopped_for_requeue()
-    results = _previous_results(job_dir / RESULTS)
+    results = _previous_results(job_dir.results)
     results.update(state="RUNNING", attempts=results.get("attempts", 0) + 1, method=cfg.get("method_name"),
-                   started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir))
+                   started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir.path))
     results.pop("error", None)
     writer = is_rank_zero()
     if writer:
-        write_json(job_dir / RESULTS, results)
+        write_json(job_dir.results, results)
     started = time.monotonic()
     wall_before = float(results.get("wall_time_s", 0.0))
     try:
@@ -191,7 +174,7 @@ def run_job(job_dir: Path | str) -> dict[str, Any]:
         except Exception as err:  # bookkeeping must never hide the real outcome or cost the results file
             results["costs_error"] = f"{type(err).__name__}: {err}"
         if writer:
-            write_json(job_dir / RESULTS, results)
+            write_json(job_dir.results, results)
     return results
 
 
@@ -208,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
     except SystemExit as exit_:
-        from orchestra.job.preemption import PREEMPTED_EXIT_CODE
+        from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
         return PREEMPTED_EXIT_CODE if _is_preemption(exit_) else int(exit_.code or 0)
     except Exception:

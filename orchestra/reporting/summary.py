@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestra.job.results import EVALUATION_PROTOCOL
+from orchestra.jobstate.results import EVALUATION_PROTOCOL
 from orchestra.reporting.aggregate import METRICS, ConfigRow, Verdict, config_rows, floors, verdict
 from orchestra.reporting.collect import SEED_KEYS, SweepRows, collect
 

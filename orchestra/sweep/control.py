@@ -13,6 +13,7 @@ from pathlib import Path
 from launch import manifest
 from launch.launcher import cancel_all
 from orchestra.errors import UserError
+from orchestra.sweep.create import SweepEnded
 from orchestra.sweep.records import ACTIVE, TERMINAL, MemberRecord, latest_job_id, refresh
 
 
@@ -109,7 +110,7 @@ def status(path: str | None) -> int:
     return 0
 
 
-def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
+def follow(sweep_dir: Path, on_end: SweepEnded, every_s: float = 5.0) -> int:
     """A live table until every member has ended."""
     from rich.console import Console
     from rich.live import Live
@@ -121,13 +122,11 @@ def follow(sweep_dir: Path, every_s: float = 5.0) -> int:
             if all(record.state in TERMINAL for record in records):
                 break
             time.sleep(every_s)
-    from orchestra.reporting import print_report
-
-    print_report(sweep_dir)
+    on_end(sweep_dir)
     return 0 if all(record.state == "COMPLETED" for record in records) else 1
 
 
-def resume(path: str | None) -> int:
+def resume(path: str | None, on_end: SweepEnded) -> int:
     """Re-run the members that did not complete, in their own job dirs (they continue from last.ckpt)."""
     from orchestra.sweep.create import launch_members
 
@@ -137,7 +136,8 @@ def resume(path: str | None) -> int:
         print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running")
         return 0
     print(f"resuming {len(todo)} member(s): {', '.join(str(m.index) for m in todo)}")
-    return launch_members(sweep_dir, todo, manifest.load(sweep_dir).launcher_settings or {"name": "local"})
+    return launch_members(sweep_dir, todo, manifest.load(sweep_dir).launcher_settings or {"name": "local"},
+                          on_end)
 
 
 def cancel(path: str | None) -> int:

@@ -4,50 +4,20 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from launch import manifest
-from launch.atomic import write_text
 from launch.launcher import SchedulerError, launcher_for
 from orchestra.errors import UserError
+from orchestra.jobstate.job_dir import stamp, unique_dir, write_job_config
 
 JOB_ENTRY = [sys.executable, "-m", "orchestra.job"]
-
-
-def stamp() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S")
-
-
-def unique_dir(path: Path) -> Path:
-    candidate, n = path, 1
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-    return candidate
-
-
-def prepare_job_dir(job_dir: Path, cfg) -> None:
-    from orchestra.config.compose import to_yaml
-
-    try:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        cfg.job_dir = str(job_dir.resolve())
-        write_text(job_dir / "config.yaml", to_yaml(cfg))  # every requeue and retry reads it
-    except OSError as err:
-        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
-
-
-def write_job_config(job_dir: Path, container: dict) -> None:
-    from orchestra.config.rendering import config_yaml
-
-    try:
-        job_dir.mkdir(parents=True, exist_ok=True)
-        write_text(job_dir / "config.yaml", config_yaml(container))
-    except OSError as err:
-        raise UserError(f"cannot write {job_dir} ({err.strerror}); set output_root=<a writable folder>") from None
+# Called with the sweep directory once every member has ended (the CLI prints the report): the sweep room never
+# imports reporting, which reads sweeps through sweep.records.
+SweepEnded = Callable[[Path], object]
 
 
 def _member_name(index: int, member: list[str], swept: list[str]) -> str:
@@ -56,11 +26,9 @@ def _member_name(index: int, member: list[str], swept: list[str]) -> str:
     return f"{index:03d}-" + re.sub(r"[^A-Za-z0-9_.=-]+", "-", label)[:80] if label else f"{index:03d}"
 
 
-def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: dict) -> int:
-    """Start ``members`` with the sweep's launcher; a local sweep blocks and ends in the report, a SLURM one
-    returns once queued (or follows it with ``launcher.wait``)."""
-    from orchestra.reporting import print_report
-
+def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: dict, on_end: SweepEnded) -> int:
+    """Start ``members`` with the sweep's launcher; a local sweep blocks and ends in ``on_end`` (the report), a
+    SLURM one returns once queued (or follows it with ``launcher.wait``)."""
     launcher = launcher_for(str(settings["name"]))
     try:
         submission = launcher.submit(sweep_dir, members, settings, JOB_ENTRY)
@@ -71,10 +39,10 @@ def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: di
         if settings.get("wait"):
             from orchestra.sweep.control import follow
 
-            return follow(sweep_dir)
+            return follow(sweep_dir, on_end)
         print(f"follow it with:  orchestra status {sweep_dir}")
         return 0
-    print_report(sweep_dir)
+    on_end(sweep_dir)
     failed = [i for i, code in submission.exit_codes.items() if code != 0]
     if failed:
         print(f"{len(failed)} member(s) did not complete; see log.txt in their job directories", file=sys.stderr)
@@ -92,7 +60,7 @@ def _refuse_swept_allocation(swept: list[str]) -> None:
                         f"job array of one shape; run one sweep per value (e.g. {shaped[0]}=<one value>)")
 
 
-def sweep(overrides: list[str], dry_run: bool) -> int:
+def sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int:
     from orchestra.config.compose import SECRET_KEY, expand, redact_overrides
     from orchestra.config.members import MemberConfigs
 
@@ -131,4 +99,4 @@ def sweep(overrides: list[str], dry_run: bool) -> int:
                                    launcher_settings=launcher))
     where = "SLURM" if launcher["name"] == "slurm" else f"local, {launcher.get('parallelism', 1)} at a time"
     print(f"sweep directory: {sweep_dir}  ({len(members)} members, {where})", flush=True)
-    return launch_members(sweep_dir, entries, launcher)
+    return launch_members(sweep_dir, entries, launcher, on_end)

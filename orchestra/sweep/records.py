@@ -17,7 +17,7 @@ from launch.job_id import JobId
 from launch.launcher import launcher_for, states_of
 from launch.slurm.queue import QUEUED_STARTED, QUEUED_WAITING
 from orchestra.errors import UserError
-from orchestra.job.results import read_results
+from orchestra.jobstate.results import read_results
 
 ACTIVE = {"PENDING", "RUNNING"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED"}

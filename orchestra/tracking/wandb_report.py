@@ -16,7 +16,7 @@ from rich.console import Console
 
 from launch import manifest
 from orchestra.errors import UserError
-from orchestra.job.results import read_results
+from orchestra.jobstate.results import read_results
 
 CURVES = ("knn/top1", "probe/top1")
 STEP_METRIC = "trainer/global_step"  # the x-axis orchestra's wandb logger defines for every metric

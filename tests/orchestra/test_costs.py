@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestra.job.costs import attempt_costs, local_resources, slurm_resources
+from orchestra.jobstate.costs import attempt_costs, local_resources, slurm_resources
 
 
 @pytest.mark.parametrize(("env", "kind", "count"), [

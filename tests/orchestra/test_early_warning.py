@@ -18,7 +18,7 @@ from orchestra_testkit import read_json, subprocess_env, tiny_overrides, train_i
 GUARD_LIFETIME = """
 import os, signal, sys, threading, time
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})  # as the SLURM launcher starts a job body: before any
-from orchestra.job.preemption import PreemptionGuard  # thread exists (torch starts some), so they all block it too
+from orchestra.jobstate.preemption import PreemptionGuard  # thread exists (torch starts some), so they all block it too
 os.kill(os.getpid(), signal.SIGUSR2)  # a warning during start-up: held pending, nobody listens yet
 assert signal.SIGUSR2 in signal.sigpending()
 guard = PreemptionGuard(sys.argv[1])

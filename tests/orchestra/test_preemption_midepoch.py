@@ -16,7 +16,7 @@ from orchestra_testkit import only_job_dir, read_json, tiny_overrides, train_in_
 
 from orchestra.cli import main
 from orchestra.job.body import run_job
-from orchestra.job.preemption import PREEMPTED_EXIT_CODE
+from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from orchestra_testkit import read_json, run_cli, run_cli_concurrently, subprocess_env
 
-from orchestra.job.results import EVALUATION_PROTOCOL
+from orchestra.jobstate.results import EVALUATION_PROTOCOL
 
 WIDE = subprocess_env(COLUMNS="220")  # rich wraps at 80 columns in a pipe; wide enough that no cell wraps
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from orchestra.errors import UserError
 
@@ -17,11 +17,34 @@ EVALUATION_PROTOCOL = {
 }
 
 
+class Results(TypedDict, total=False):
+    """What ``results.json`` holds. Every key only grows across attempts (history, wall time, attempts)."""
+
+    state: str  # RUNNING, COMPLETED, FAILED, PREEMPTED, ...: COMPLETED only after finite training and validation
+    attempts: int  # starts of the job body, requeues and retries included
+    method: str
+    job_dir: str
+    started_at: str
+    finished_at: str
+    error: str  # one line, for FAILED
+    evaluation: dict[str, str]  # EVALUATION_PROTOCOL
+    optim: dict[str, Any]  # the learning rate actually used, after lr_scaling
+    floors: dict[str, float]  # kNN top-1 of raw pixels and of the random-init backbone
+    history: list[dict[str, Any]]  # one entry per validation: epoch, step, metrics
+    metrics: dict[str, float]  # the last validation's (what reports show)
+    wall_time_s: float
+    device_hours: float
+    peak_memory_mb: float
+    linear_top1: float  # added by ``orchestra eval``, with its protocol under linear_eval
+    linear_eval: dict[str, Any]
+    costs_error: str
+
+
 class UnreadableResults(UserError):
     """A results file that exists but is not a JSON object (cut off, edited, or another program's file)."""
 
 
-def read_results(path: Path) -> dict[str, Any]:
+def read_results(path: Path) -> Results:
     """The results so far, or an empty dict for a job that never started; ``UnreadableResults`` names a bad file."""
     try:
         data = json.loads(Path(path).read_text())

@@ -1,7 +1,5 @@
-"""``checkpoints/last.ckpt``: written atomically after every validation, the file a resumed job starts from.
-
-Under FSDP and DeepSpeed it is a directory of shards (every rank writes its own); it is published atomically too.
-"""
+"""Sharded checkpoints (FSDP, DeepSpeed) are directories that every rank writes into; readers must only ever see
+a complete one, so each is written beside its final name and published in one atomic step."""
 
 from __future__ import annotations
 
@@ -9,32 +7,6 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
-
-import lightning.pytorch as pl
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Checkpoint
-
-from launch.atomic import atomic_write
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """A preempted job killed mid-write must leave the previous checkpoint intact, so write-then-rename."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        atomic_write(Path(path), lambda handle: torch.save(checkpoint, handle))
-
-
-class LastCheckpoint(Checkpoint):
-    """Saves ``<dirpath>/last.ckpt`` after each validation (Lightning orders Checkpoint callbacks last)."""
-
-    def __init__(self, dirpath: Path) -> None:
-        self.path = Path(dirpath) / "last.ckpt"
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            trainer.save_checkpoint(str(self.path))
 
 
 def staging_path(final: Path) -> Path:
