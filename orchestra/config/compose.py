@@ -49,12 +49,11 @@ def _check_groups(parsed) -> None:
 
 def expand(overrides: list[str]) -> list[list[str]]:
     """The members of a sweep: the cartesian product of every ``a,b,c`` override, Hydra's grammar."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from orchestra.compat.hydra_compat import sweep_members
 
     parsed = _parse(overrides)
     _check_groups(parsed)
-    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
-    return [list(member) for batch in batches for member in batch]
+    return sweep_members(parsed)
 
 
 def _explain_override_error(message: str, base: DictConfig) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from orchestra.compat.hydra_compat import apply_value_overrides
+from orchestra.compat.omegaconf_compat import interpolations_parsed_once, is_value_node, raw_value
 from orchestra.config.compose import _check_groups, _explain_override_error, _parse, compose, resolved_container
 from orchestra.config.rendering import SharedResolution
 from orchestra.errors import UserError
@@ -37,39 +39,17 @@ def _chooses_a_group(override) -> bool:
 
 def _leaf(cfg: DictConfig, key: str) -> tuple[DictConfig, str] | None:
     """(parent, name) when ``key`` names an existing plain value (not a whole node), else None."""
-    from omegaconf import ValueNode
-
     parent_path, _, name = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_path, throw_on_missing=False) if parent_path else cfg
     if not isinstance(parent, DictConfig) or name not in parent.keys():
         return None
-    return (parent, name) if isinstance(parent._get_node(name), ValueNode) else None
+    return (parent, name) if is_value_node(parent, name) else None
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse_one(text: str) -> tuple:
     """Members repeat most of their overrides (``method=simclr`` in all hundred); the parsed form is only read."""
     return tuple(_parse([text]))
-
-
-@contextmanager
-def _interpolations_parsed_once() -> Iterator[None]:
-    """Half of resolving a config is OmegaConf parsing each ``${...}`` string with its ANTLR grammar, the same
-    strings for every member. The parse trees are only read when resolving, so one per distinct string serves all.
-    """
-    import omegaconf.base
-
-    original = omegaconf.base.parse
-    omegaconf.base.parse = _cached_parse(original)
-    try:
-        yield
-    finally:
-        omegaconf.base.parse = original
-
-
-@functools.cache
-def _cached_parse(parse):
-    return functools.lru_cache(maxsize=4096)(parse)
 
 
 def _check_member(cfg: DictConfig) -> None:
@@ -113,14 +93,14 @@ class MemberConfigs:
     def resolved(self, index: int, **values: Any) -> dict:
         """A member's config with ``values`` set first (e.g. job_dir, which other entries interpolate), resolved."""
         choices, overrides = self._members[index]
-        with self._applied(index, values) as cfg, _interpolations_parsed_once():
+        # Members share their ${...} strings: each is parsed once (omegaconf_compat confines the cache to this block).
+        with self._applied(index, values) as cfg, interpolations_parsed_once():
             if cfg is not self._working[choices]:  # a member with a deep copy of its own
                 return resolved_container(cfg)
             return self._shared[choices].resolve(cfg, [o.key_or_group for o in overrides] + list(values))
 
     @contextmanager
     def _applied(self, index: int, extra: dict[str, Any] | None = None) -> Iterator[DictConfig]:
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
@@ -129,14 +109,14 @@ class MemberConfigs:
         leaves = [_leaf(working, o.key_or_group) if self._replaces_a_value(o) else None for o in overrides]
         shared = all(leaf is not None for leaf in leaves)
         cfg = working if shared else copy.deepcopy(self._composed[choices])
-        saved = [(parent, name, parent._get_node(name)._value()) for parent, name in leaves] if shared else []
+        saved = [(parent, name, raw_value(parent, name)) for parent, name in leaves] if shared else []
         for key in extra or {}:
             parent, name = _leaf(cfg, key) or (None, key)
             if parent is not None and shared:
-                saved.append((parent, name, parent._get_node(name)._value()))
+                saved.append((parent, name, raw_value(parent, name)))
         try:
             try:
-                ConfigLoaderImpl._apply_overrides_to_config(overrides, cfg)  # Hydra's own step 2: same words
+                apply_value_overrides(overrides, cfg)  # Hydra's own step 2: same words
             except (HydraException, OmegaConfBaseException) as err:
                 raise UserError(_explain_override_error(str(err), self._composed[choices])) from None
             for key, value in (extra or {}).items():

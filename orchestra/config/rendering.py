@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 from omegaconf import Container, DictConfig, ListConfig, OmegaConf
-from omegaconf._utils import OmegaConfDumper
 from omegaconf.errors import OmegaConfBaseException
 
+from orchestra.compat.omegaconf_compat import yaml_str_representer
 from orchestra.config.compose import redact, resolved_container
 
 Path_ = tuple[Any, ...]
@@ -28,13 +28,14 @@ def _walk(node: Container, path: Path_, interpolations: list[Path_]) -> bool:
     missing = False
     keys: Iterable[Any] = node.keys() if isinstance(node, DictConfig) else range(len(node))
     for key in keys:
-        child = node._get_node(key)
-        if child._is_interpolation():
+        if OmegaConf.is_interpolation(node, key):
             interpolations.append((*path, key))
-        elif child._is_missing():
+        elif OmegaConf.is_missing(node, key):
             missing = True
-        elif isinstance(child, DictConfig | ListConfig):
-            missing = _walk(child, (*path, key), interpolations) or missing
+        else:
+            child = node[key]  # neither an interpolation nor missing: reading it resolves nothing
+            if isinstance(child, DictConfig | ListConfig):
+                missing = _walk(child, (*path, key), interpolations) or missing
     return missing
 
 
@@ -73,7 +74,7 @@ class _ConfigDumper(yaml.CDumper if hasattr(yaml, "CDumper") else yaml.Dumper): 
     """libyaml's emitter with OmegaConf's rule for strings, so the file reads back exactly (as OmegaConf.to_yaml)."""
 
 
-_ConfigDumper.add_representer(str, OmegaConfDumper.str_representer)
+_ConfigDumper.add_representer(str, yaml_str_representer())
 _sections: dict[tuple[str, str], str] = {}
 
 

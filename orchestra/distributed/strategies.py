@@ -120,11 +120,11 @@ class DirectoryCheckpointSwap:
     """Mixin for strategies whose checkpoint is a directory written by every rank (FSDP2 DCP, DeepSpeed).
 
     Atomic means a reader sees the old checkpoint or the new one: all ranks write into a staging directory, then
-    rank 0 publishes it (``orchestra.job.checkpointing.publish_directory``) while the others wait.
+    rank 0 publishes it (``orchestra.distributed.checkpoint_dirs.publish_directory``) while the others wait.
     """
 
     def save_checkpoint(self, checkpoint: dict, filepath, storage_options: Any = None) -> None:
-        from orchestra.job.checkpointing import publish_directory, staging_path
+        from orchestra.distributed.checkpoint_dirs import publish_directory, staging_path
 
         final = Path(self.broadcast(str(filepath)))
         staging = staging_path(final)
@@ -159,12 +159,16 @@ def _atomic_model_parallel_class():
 
 def _atomic_deepspeed_class(on_cpu: bool = False):
     from lightning.pytorch.strategies import DeepSpeedStrategy
-    from lightning.pytorch.strategies.ddp import DDPStrategy
+
+    from orchestra.compat.lightning_compat import (
+        deepspeed_setup_distributed_on_cpu,
+        deepspeed_setup_environment_on_cpu,
+    )
 
     class AtomicDeepSpeedStrategy(DirectoryCheckpointSwap, DeepSpeedStrategy):
         def setup_environment(self) -> None:
             if on_cpu:  # Lightning refuses any accelerator but CUDA here; the engine itself runs on CPU
-                DDPStrategy.setup_environment(self)
+                deepspeed_setup_environment_on_cpu(self)
             else:
                 super().setup_environment()
 
@@ -179,10 +183,6 @@ def _atomic_deepspeed_class(on_cpu: bool = False):
             if not on_cpu:
                 return super().setup_distributed()
             # Lightning's version also checks CUDA device indices, which CPU devices (index None) cannot pass.
-            from lightning.fabric.utilities.seed import reset_seed
-
-            reset_seed()
-            self.set_world_ranks()
-            self._init_deepspeed_distributed()
+            deepspeed_setup_distributed_on_cpu(self)
 
     return AtomicDeepSpeedStrategy

@@ -14,14 +14,16 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import DummyExperiment, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from orchestra.compat.lightning_compat import set_wandb_run, wandb_init_kwargs, wandb_run
+
 STEP_METRIC = "trainer/global_step"
 
 
 class FailSafeWandbLogger(WandbLogger):
     def __init__(self, *, summary_metrics: tuple[str, ...] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self._wandb_init.get("anonymous") is None:
-            del self._wandb_init["anonymous"]  # passing None makes wandb warn in every job log that it is unused
+        if wandb_init_kwargs(self).get("anonymous", False) is None:
+            del wandb_init_kwargs(self)["anonymous"]  # passing None makes wandb warn in every job log that it is unused
         self._summary_metrics = summary_metrics
         self._broken = False
         self._closed = False
@@ -47,25 +49,25 @@ class FailSafeWandbLogger(WandbLogger):
     def experiment(self) -> Any:
         if self._broken or self._closed:
             return DummyExperiment()
-        if self._experiment is None:
+        if wandb_run(self) is None:
             try:
-                self._experiment = self._start()
+                set_wandb_run(self, self._start())
             except Exception as err:
-                if self._wandb_init.get("mode") != "online":
+                if wandb_init_kwargs(self).get("mode") != "online":
                     self._stop("starting the run", err)
                     return DummyExperiment()
                 try:
-                    self._experiment = self._start_offline_instead(err)
+                    set_wandb_run(self, self._start_offline_instead(err))
                 except Exception as offline_err:
                     self._stop("starting the run (online, then offline)", offline_err)
                     return DummyExperiment()
-        return self._experiment
+        return wandb_run(self)
 
     def _start(self) -> Any:
         import wandb
 
         # finish_previous: a run left open in this process (an earlier in-process job) must not be reused
-        run = wandb.init(**self._wandb_init, reinit="finish_previous")
+        run = wandb.init(**wandb_init_kwargs(self), reinit="finish_previous")
         self._define_metrics(run)
         return run
 
@@ -74,7 +76,7 @@ class FailSafeWandbLogger(WandbLogger):
         import wandb
 
         wandb.teardown()  # the failed online start keeps the run id claimed inside wandb's service process
-        self._wandb_init["mode"] = "offline"
+        wandb_init_kwargs(self)["mode"] = "offline"
         run = self._start()
         reason = (str(online_error).strip().splitlines() or [""])[0][:200]
         warnings.warn(f"wandb could not start online ({type(online_error).__name__}: {reason}); logging offline "
@@ -96,7 +98,7 @@ class FailSafeWandbLogger(WandbLogger):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         # Lightning's own step for epoch-end metrics is one behind global_step, and two behind after a mid-epoch
         # resume; global_step is what results.json records, so both agree for every member, requeued or not.
-        trainer = getattr(getattr(self, "_module", None), "_trainer", None)
+        trainer = _attached_trainer(getattr(self, "_module", None))
         if trainer is not None:
             step = trainer.global_step
         self._guarded("logging metrics", super().log_metrics, metrics, step)
@@ -114,18 +116,28 @@ class FailSafeWandbLogger(WandbLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self._experiment is None or isinstance(self._experiment, DummyExperiment):
+        if wandb_run(self) is None or isinstance(wandb_run(self), DummyExperiment):
             self._closed = True
             return
         self._guarded("finishing the run", self._finish, status)
         self._closed = True
 
     def _finish(self, status: str) -> None:
-        from orchestra.job.preemption import stopped_for_requeue
+        from orchestra.jobstate.preemption import stopped_for_requeue
 
         super().finalize(status)
         if status != "success" and stopped_for_requeue():
-            self._experiment.mark_preempting()  # the next attempt resumes this run id
+            wandb_run(self).mark_preempting()  # the next attempt resumes this run id
         # Finished here rather than at interpreter exit: a job run in-process (tests, `orchestra train`) must not
         # leave the run open for the next one.
-        self._experiment.finish(exit_code=0 if status == "success" else 1)
+        wandb_run(self).finish(exit_code=0 if status == "success" else 1)
+
+
+def _attached_trainer(module: Any) -> Any:
+    """The Trainer ``module`` is attached to, or None (Lightning's public property raises when there is none)."""
+    if module is None:
+        return None
+    try:
+        return module.trainer
+    except RuntimeError:
+        return None
