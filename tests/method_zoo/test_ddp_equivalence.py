@@ -1,6 +1,5 @@
 """Real 2-rank gloo runs: DDP on half batches must match one process on the whole batch, step for step."""
 
-import socket
 import sys
 from pathlib import Path
 
@@ -10,20 +9,17 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).parent))  # the spawned ranks import the worker by plain name
 import method_zoo_ddp_worker as workers
+from rendezvous_store import hosted_store_env
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(workers.worker, args=(WORLD, _free_port(), str(out_dir)), nprocs=WORLD, join=True)
+    # The ranks join a store this process serves on a port it bound itself (never a found-free-then-released one).
+    with hosted_store_env() as store:
+        mp.spawn(workers.worker, args=(WORLD, store.port, str(out_dir)), nprocs=WORLD, join=True)
     return [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
 
 

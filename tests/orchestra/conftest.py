@@ -1,4 +1,5 @@
-"""Finished local sweeps shared by the report and linear-evaluation tests (each is run once per session).
+"""Finished local sweeps shared by the report and linear-evaluation tests (each is run once per session), and
+uninterrupted reference runs shared by the resume tests.
 
 Tests that change files copy the sweep directory first (``shutil.copytree``): a copied sweep reports and evaluates
 its own members, so the shared one stays as the sweep left it.
@@ -6,11 +7,13 @@ its own members, so the shared one stays as the sweep left it.
 
 from __future__ import annotations
 
+import copy
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from orchestra_testkit import TINY, run_cli
+from orchestra_testkit import TINY, read_json, run_cli, tiny_overrides, train_in_process
 
 # One override list for every member: keys a method lacks are added with ++ (unused there), so all three methods
 # get narrow heads.
@@ -47,3 +50,21 @@ def sweep_with_failure(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     sweep_dir, result = _run_sweep(tmp_path_factory, "one-fails", ONE_SEED_FAILS)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # a member failed
     return sweep_dir, result
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_results(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., dict]:
+    """``uninterrupted_results(method, *overrides)``: results.json of an uninterrupted tiny run (tiny_overrides)
+    with those overrides, trained in this process the first time it is asked for and shared from then on (each
+    caller gets its own copy). The reference that every resume test compares its interrupted run with.
+    """
+    cache: dict[tuple[str, ...], dict] = {}
+
+    def results(method: str, *overrides: str) -> dict:
+        key = (method, *overrides)
+        if key not in cache:
+            root = tmp_path_factory.mktemp(f"uninterrupted-{method}")
+            cache[key] = read_json(train_in_process(tiny_overrides(root, method, *overrides)) / "results.json")
+        return copy.deepcopy(cache[key])
+
+    return results

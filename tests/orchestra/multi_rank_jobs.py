@@ -1,9 +1,9 @@
 """Run the real job body (``orchestra.job.run_job``) on several job directories in one process, in order.
 
-Started once per rank by ``launch_ranks`` with the variables torchrun or srun would set (RANK, LOCAL_RANK,
-WORLD_SIZE, MASTER_ADDR/PORT), so Lightning joins the ranks instead of spawning its own: one interpreter start and
-one process group serve several members, which keeps the distributed tests short. A member that fails (or is
-preempted on purpose) prints one line and the next member runs.
+Started once per rank by ``launch_ranks`` with the variables torchrun would set (RANK, LOCAL_RANK, WORLD_SIZE,
+MASTER_ADDR/PORT of a store the test process hosts, as torchrun's agent does), so Lightning joins the ranks instead
+of spawning its own: one interpreter start and one process group serve several members, which keeps the distributed
+tests short. A member that fails (or is preempted on purpose) prints one line and the next member runs.
 """
 
 from __future__ import annotations
@@ -95,22 +95,28 @@ def initial_state(job_dir: Path) -> dict:
 
 
 def free_port() -> int:
+    """A port that was free a moment ago. Racy (another process may take it before the ranks bind it): kept only
+    for tests not yet moved to ``rendezvous_store.HostedStore``, which start_ranks uses."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def start_ranks(job_dirs: list[Path], world: int, env: dict[str, str]) -> list[subprocess.Popen]:
-    """Start ``main(job_dirs)`` in ``world`` processes (one per rank)."""
-    port = str(free_port())
+    """Start ``main(job_dirs)`` in ``world`` processes (one per rank). Ranks meet at a store this process hosts on
+    a port it bound itself (no free-port race); the store lives as long as the returned processes do."""
+    from rendezvous_store import HostedStore
+
+    store = HostedStore() if world > 1 else None
     processes = []
     for rank in range(world):
         rank_env = {**env, "OMP_NUM_THREADS": "1"}
-        if world > 1:
-            rank_env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, WORLD_SIZE=str(world), RANK=str(rank),
-                            LOCAL_RANK=str(rank), NODE_RANK="0")
-        processes.append(subprocess.Popen([sys.executable, __file__, *map(str, job_dirs)], env=rank_env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        if store is not None:
+            rank_env.update(store.env(), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), NODE_RANK="0")
+        process = subprocess.Popen([sys.executable, __file__, *map(str, job_dirs)], env=rank_env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process.rendezvous = store  # the server must outlive every rank's use of it
+        processes.append(process)
     return processes
 
 

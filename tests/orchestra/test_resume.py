@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
-from orchestra_testkit import SimulatedPreemption, only_job_dir, read_json, tiny_overrides, train_in_process
+from orchestra_testkit import SimulatedPreemption, only_job_dir, read_json, tiny_overrides
 
 from orchestra.cli import main
 from orchestra.job.body import run_job
@@ -29,9 +29,9 @@ def _assert_same_metrics(resumed: dict, reference: dict) -> None:
 
 
 @pytest.mark.parametrize("method", ["simclr", "byol"])  # byol: the EMA teacher must come back from the checkpoint
-def test_preempted_job_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, capsys, method):
-    reference_dir = train_in_process(tiny_overrides(tmp_path / "whole", method, "trainer.max_epochs=2"))
-    reference = read_json(reference_dir / "results.json")
+def test_preempted_job_resumes_to_the_same_result_as_an_uninterrupted_one(tmp_path, capsys, method,
+                                                                          uninterrupted_results):
+    reference = uninterrupted_results(method, "trainer.max_epochs=2")  # shared with other resume tests (conftest)
     assert reference["state"] == "COMPLETED" and len(reference["history"]) == 2
 
     # First attempt: killed after epoch 1, with its checkpoint on disk and the failure recorded.
