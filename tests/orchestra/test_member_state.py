@@ -56,8 +56,10 @@ def test_a_live_job_body_reads_running():
     import sys
 
     # The local launcher knows its members by the job entry on their command line (python -m orchestra.job ...).
-    body = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "-m", "orchestra.job"])
+    body = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)", "-m",
+                             "orchestra.job"], stdout=subprocess.PIPE, text=True)
     try:
+        assert body.stdout.readline() == "up\n"  # running its own code, so its command line is in /proc
         assert _local_state(body.pid) == "RUNNING"
     finally:
         body.kill()

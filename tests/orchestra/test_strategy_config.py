@@ -8,9 +8,9 @@ import pytest
 from orchestra_testkit import run_cli
 
 from orchestra.config.compose import compose
+from orchestra.distributed.checkpoint_dirs import publish_directory, staging_path
 from orchestra.distributed.strategies import check_strategy
 from orchestra.errors import UserError
-from orchestra.job.checkpointing import publish_directory, staging_path
 from orchestra.model.lr_scaling import apply_lr_scaling
 
 

@@ -13,7 +13,7 @@ from multi_rank_jobs import initial_state, outputs, start_ranks
 from orchestra_testkit import read_json, subprocess_env, tiny_overrides
 
 from orchestra.config.compose import compose
-from orchestra.sweep.create import prepare_job_dir
+from orchestra.jobstate.job_dir import prepare_job_dir
 
 METHODS = ("simclr", "nnclr", "vicreg", "barlow_twins", "byol")
 STEPS = 3

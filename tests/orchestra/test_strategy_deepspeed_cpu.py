@@ -18,7 +18,7 @@ from omegaconf import open_dict
 from orchestra_testkit import read_json, run_cli, subprocess_env, tiny_overrides
 
 from orchestra.config.compose import compose
-from orchestra.sweep.create import prepare_job_dir
+from orchestra.jobstate.job_dir import prepare_job_dir
 
 pytest.importorskip("deepspeed", reason="deepspeed is in the dev extra: pip install -e '.[dev]'")
 

@@ -16,7 +16,7 @@ from orchestra_testkit import read_json, subprocess_env, tiny_overrides
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from orchestra.config.compose import compose
-from orchestra.sweep.create import prepare_job_dir
+from orchestra.jobstate.job_dir import prepare_job_dir
 
 FSDP = ["trainer.devices=2", "strategy=fsdp", "strategy.sync_batchnorm=true", "trainer.max_epochs=2",
         "trainer.limit_train_batches=2", "data.train_limit=192", "data.val_limit=64"]

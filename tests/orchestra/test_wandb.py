@@ -25,7 +25,7 @@ from launch import manifest
 from orchestra.config.compose import compose
 from orchestra.errors import UserError
 from orchestra.job.body import run_job
-from orchestra.sweep.create import prepare_job_dir
+from orchestra.jobstate.job_dir import prepare_job_dir
 from orchestra.tracking.loggers import resolve_mode, run_id, run_identity, tags_for
 from orchestra.tracking.wandb_report import publish_report
 
