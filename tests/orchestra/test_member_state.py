@@ -79,3 +79,12 @@ def test_a_reused_pid_of_another_program_is_not_the_member():
         stranger.kill()
         stranger.wait()
     assert _local_state(os.getpid()) == "FAILED"
+
+
+def test_status_shows_only_the_overrides_that_differ():
+    from orchestra.sweep.control import differing_overrides
+
+    members = [Member(index=i, overrides=[f"method={m}", "launcher=slurm", "launcher.wait=True"], job_dir="/x")
+               for i, m in enumerate(["simclr", "byol"])]
+    assert differing_overrides(members) == [["method=simclr"], ["method=byol"]]
+    assert differing_overrides(members[:1]) == [["method=simclr", "launcher=slurm", "launcher.wait=True"]]
