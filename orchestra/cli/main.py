@@ -27,7 +27,7 @@ COMMANDS: dict[str, Command] = {
                      "one run per combination of the comma lists (Hydra multirun)"),
     "status": Command("orchestra.cli.status", "[SWEEP_DIR]",
                       "state of every member (latest sweep by default), log tail of failures"),
-    "resume": Command("orchestra.cli.resume", "[SWEEP_DIR]",
+    "resume": Command("orchestra.cli.resume", "[--diverged] [SWEEP_DIR]",
                       "re-run the members that did not complete, from their last.ckpt"),
     "cancel": Command("orchestra.cli.cancel", "[SWEEP_DIR]", "cancel the members still queued or running"),
     "sync": Command("orchestra.cli.sync", "SWEEP_DIR [--dry-run]",
