@@ -41,7 +41,7 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         train_limit: int | None = None,
         val_limit: int | None = None,
-        **_: object,  # descriptive keys of the data config (channels, num_classes) are not loader settings
+        **described: object,  # descriptive keys (channels, num_classes): image folders are checked against them
     ) -> None:
         super().__init__()
         if augment not in PRESETS:
@@ -52,6 +52,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.views = batch_size, eval_batch_size, views
         self.spec, self.image_size, self.seed = PRESETS[augment], image_size, seed
         self.num_workers, self.train_limit, self.val_limit = num_workers, train_limit, val_limit
+        self.described = described
         self.train: ImageArrays | None = None
         self.test: ImageArrays | None = None
 
@@ -66,14 +67,20 @@ class ImageDataModule(pl.LightningDataModule):
             self.size = self.image_size or self.train.images.shape[-1]
 
     def _setup_folders(self) -> None:
-        from orchestra.data.imagefolder import FolderBatches
+        from orchestra.data.imagefolder import FolderBatches, load_folders
 
+        if self.train is not None:
+            return
+        # val and the kNN bank take train's class-to-index mapping and the limits' class-spread subsets
+        index = load_folders({**self.described, "root": self.root, "train_limit": self.train_limit,
+                              "val_limit": self.val_limit})
         size = self.image_size or 224
         self.folders = {
-            "train": FolderBatches(self.root, "train", size, self.views, self.seed),
-            "val": FolderBatches(self.root, "val", size, 0, self.seed),
-            "bank": FolderBatches(self.root, "train", size, 0, self.seed),
+            "train": FolderBatches(index.train, size, self.views, self.seed),
+            "val": FolderBatches(index.val, size, 0, self.seed),
+            "bank": FolderBatches(index.train, size, 0, self.seed),
         }
+        self.folder_classes = index.classes
         self.train = self.folders["train"]
 
     def _rank(self) -> tuple[int, int]:
@@ -109,6 +116,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        if self.is_folder:  # a train_limit below the class count may leave the last classes without an image
+            return len(self.folder_classes)
         return int(self.train.labels.max()) + 1
 
     @property

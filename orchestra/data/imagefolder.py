@@ -1,31 +1,55 @@
 """Image folders (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``) with per-image torchvision v2 views.
 
-Batches come from the same (seed, epoch, batch) keys as the in-memory datasets: the global RNG is forked and seeded
-from the key around each batch, so a resumed run or a DDP shard sees the images the uninterrupted run would.
+Which files a run uses and their labels come from ``checks.read_folders``: one class-to-index mapping, train's, for
+every split, so a val folder lacking one of train's classes cannot shift the labels. Batches come from the same
+(seed, epoch, batch) keys as the in-memory datasets: the global RNG is forked and seeded from the key around each
+batch, so a resumed run or a DDP shard sees the images the uninterrupted run would.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from orchestra.data.batches import BatchKey, _generator, _local
+from orchestra.data.checks import Folders, inspect_imagefolder
 from orchestra.errors import UserError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _folder(root: str | None, split: str):
-    from torchvision.datasets import ImageFolder
+class UnreadableImage(UserError):
+    """An image file PIL cannot decode. The message stays one line even when raised in a DataLoader worker."""
 
-    if root is None:
-        raise UserError("data=imagefolder needs data.root=/path/with/train_and_val_folders")
-    path = Path(root).expanduser() / split
-    if not path.is_dir():
-        raise UserError(f"image folder {path} does not exist; data.root must hold train/<class>/ and val/<class>/")
-    return ImageFolder(str(path))
+    def __init__(self, message: str) -> None:
+        # DataLoader re-raises a worker's exception as type("Caught ... in DataLoader worker process N.\nOriginal
+        # Traceback ..."), whose last line is "<module>.UnreadableImage: <our line>"; keep only our line.
+        if "\n" in message:
+            last = message.strip().splitlines()[-1]
+            message = last.partition(f"{type(self).__name__}: ")[2] or last
+        super().__init__(message)
+
+
+def load_folders(data: dict) -> Folders:
+    """The folders' index for a run, or a UserError naming every problem with them on one line.
+
+    Headers are not verified here: the pre-run check did that, and a bad file still fails in one line as it loads.
+    """
+    folders, problems = inspect_imagefolder(data, verify_headers=False)
+    if problems or folders is None:
+        raise UserError("; ".join(problems))
+    return folders
+
+
+def load_rgb(path: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert decodes every pixel: a truncated file fails here, not later
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise UnreadableImage(f"cannot read image {path} ({err}); replace or delete the file "
+                              f"(data.verify_images checks headers before a run)") from None
 
 
 def view_transform(size: int):
@@ -52,21 +76,18 @@ def eval_transform(size: int):
 class FolderBatches(Dataset):
     """A batch of ``views`` augmented copies (view-major) or, with ``views=0``, of plain evaluation images."""
 
-    def __init__(self, root: str | None, split: str, size: int, views: int, seed: int) -> None:
-        self.folder = _folder(root, split)
+    def __init__(self, samples: list[tuple[str, int]], size: int, views: int, seed: int) -> None:
+        self.paths = [path for path, _ in samples]
+        self.labels = torch.as_tensor([label for _, label in samples], dtype=torch.int64)
         self.views, self.seed = views, seed
         self.transform = view_transform(size) if views else eval_transform(size)
 
     def __len__(self) -> int:
-        return len(self.folder)
-
-    @property
-    def labels(self) -> torch.Tensor:
-        return torch.as_tensor(self.folder.targets)
+        return len(self.paths)
 
     def __getitem__(self, key: BatchKey) -> dict[str, torch.Tensor]:
         rows = _local(key.rows, key)
-        images = [self.folder.loader(self.folder.samples[int(i)][0]) for i in rows]
+        images = [load_rgb(self.paths[int(i)]) for i in rows]
         labels = self.labels[rows]
         if not self.views:
             return {"image": torch.stack([self.transform(im) for im in images]), "label": labels, "sample_idx": rows}
