@@ -255,6 +255,9 @@ def read_folders(root: str, train_limit: int | None = None, val_limit: int | Non
     return Folders(tuple(train_classes), train, val, problems)
 
 
+_HEADER_OK: dict[tuple[str, int, int], bool] = {}  # (path, mtime_ns, size): every member of a sweep checks the same
+
+
 def unreadable_images(paths: list[str]) -> list[str]:
     """Files whose header PIL cannot read (cheap: Image.open parses the header and decodes no pixels)."""
     from PIL import Image
@@ -262,9 +265,18 @@ def unreadable_images(paths: list[str]) -> list[str]:
     bad = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.size  # noqa: B018 - the header is parsed by now; touching size keeps the intent visible
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            stat = os.stat(path)
+        except OSError:
+            bad.append(path)
+            continue
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in _HEADER_OK:
+            try:
+                with Image.open(path):
+                    _HEADER_OK[key] = True
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                _HEADER_OK[key] = False
+        if not _HEADER_OK[key]:
             bad.append(path)
     return bad
 

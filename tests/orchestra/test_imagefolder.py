@@ -240,3 +240,33 @@ def test_built_in_datasets_name_root_download_and_class_count(tmp_path):
     (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"")
     assert dataset_sizes({**cifar, "root": str(tmp_path), "train_limit": 256}) == (256, 10_000)
     assert one_problem(data_problems({"dataset": "imagenet"}), "data.dataset").startswith("data.dataset 'imagenet'")
+
+
+def train_folders(tmp_path: Path, root: Path, *extra: str) -> tuple[int, dict]:
+    """A one-epoch simclr run on the folders through ``orchestra train``: (exit code, results.json)."""
+    from orchestra_testkit import SMALL_HEADS, only_job_dir, read_json
+
+    from orchestra.cli import main
+
+    out = tmp_path / "out"
+    code = main(["train", "method=simclr", *SMALL_HEADS["simclr"], "data=imagefolder", f"data.root={root}",
+                 "data.num_classes=3", "data.image_size=16", "data.batch_size=8", "data.eval_batch_size=64",
+                 "data.num_workers=0", "trainer.max_epochs=1", "logger=none", f"output_root={out}", *extra])
+    return code, read_json(only_job_dir(out) / "results.json")
+
+
+def test_a_run_on_folders_whose_val_lacks_a_class_scores_its_colours(tmp_path):
+    root = make_folders(tmp_path / "images", THREE, {"b_green": 4, "c_blue": 4})
+    code, results = train_folders(tmp_path, root)
+    assert code == 0 and results["state"] == "COMPLETED"
+    # solid colours: any embedding separates them once val labels mean what train's labels mean
+    assert results["metrics"]["knn/top1"] == 1.0
+
+
+def test_a_run_meeting_a_damaged_image_fails_in_one_line(tmp_path):
+    root = make_folders(tmp_path / "images", THREE, {"a_red": 2})
+    bad = root / "train" / "a_red" / "01.jpg"
+    truncate(bad)
+    code, results = train_folders(tmp_path, root)
+    assert code != 0 and results["state"] == "FAILED"
+    assert results["error"].startswith(f"cannot read image {bad} (") and "\n" not in results["error"]
