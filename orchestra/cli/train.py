@@ -36,13 +36,13 @@ def train(overrides: list[str]) -> int:
     from rich.console import Console
 
     from orchestra.config.compose import compose
+    from orchestra.config.validate import check_config, validation_view
     from orchestra.job.body import run_job
     from orchestra.jobstate.job_dir import prepare_job_dir, stamp, unique_dir
 
     cfg = compose(overrides)
-    from orchestra.distributed.strategies import check_strategy
-
-    check_strategy(cfg.get("strategy"), cfg.trainer)  # e.g. DeepSpeed on CPU: one line before any process starts
+    # every bad value at once (the strategy's refusals included), before a job directory or process exists
+    check_config(validation_view(cfg))
     job_dir = unique_dir(Path(cfg.output_root) / "train" / f"{stamp()}-{cfg.method_name}")
     prepare_job_dir(job_dir, cfg)
     print(f"job directory: {job_dir}", flush=True)

@@ -47,12 +47,24 @@ def _check_groups(parsed) -> None:
                 raise UserError(f"unknown {group} '{value}'; known: {', '.join(known)}")
 
 
+def _refuse_search_sweeps(parsed) -> None:
+    """interval() (alone or under tag()) names a range to sample from, which only a search sweeper can do; a grid
+    sweep would otherwise fail deep in Hydra's BasicSweeper."""
+    for override in parsed:
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            key = override.get_key_element()
+            raise UserError(f"override '{override.input_line}' samples from an interval, which needs a search "
+                            f"sweeper; orchestra sweeps a grid: write {key}=a,b,c, range(start,stop,step) or "
+                            f"choice(a,b,c), e.g. {key}=0.001,0.01,0.1")
+
+
 def expand(overrides: list[str]) -> list[list[str]]:
     """The members of a sweep: the cartesian product of every ``a,b,c`` override, Hydra's grammar."""
     from orchestra.compat.hydra_compat import sweep_members
 
     parsed = _parse(overrides)
     _check_groups(parsed)
+    _refuse_search_sweeps(parsed)
     return sweep_members(parsed)
 
 
@@ -80,6 +92,7 @@ def compose(overrides: list[str]) -> DictConfig:
 
     parsed = _parse(overrides)
     _check_groups(parsed)
+    _refuse_search_sweeps(parsed)  # before "run it with orchestra sweep", which cannot run it either
     for override in parsed:
         if override.is_sweep_override():
             raise UserError(f"override '{override.input_line}' is a sweep; run it with: orchestra sweep ... -m")

@@ -24,8 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestra.compat.hydra_compat import apply_value_overrides
 from orchestra.compat.omegaconf_compat import interpolations_parsed_once, is_value_node, raw_value
-from orchestra.config.compose import _check_groups, _explain_override_error, _parse, compose, resolved_container
+from orchestra.config.compose import (
+    _check_groups,
+    _explain_override_error,
+    _parse,
+    compose,
+    redact_overrides,
+    resolved_container,
+)
 from orchestra.config.rendering import SharedResolution
+from orchestra.config.validate import ConfigChecks, sweep_message, validation_view
 from orchestra.errors import UserError
 
 
@@ -52,23 +60,24 @@ def _parse_one(text: str) -> tuple:
     return tuple(_parse([text]))
 
 
-def _check_member(cfg: DictConfig) -> None:
-    """What ``compose`` checks beyond Hydra, on the member's own values (trainer.accelerator may be one of them)."""
-    if "strategy" in cfg:
-        from orchestra.distributed.strategies import check_strategy
-
-        check_strategy(cfg.get("strategy"), cfg.trainer)
+def _labels(members: list[list[str]]) -> list[str]:
+    """``[index] overrides`` as the dry run lists members, keeping the overrides that tell members apart."""
+    common = set(members[0]).intersection(*map(set, members[1:])) if len(members) > 1 else set()
+    return [f"[{i}] " + " ".join(redact_overrides([o for o in m if o not in common] or m)) for i, m in
+            enumerate(members)]
 
 
 class MemberConfigs:
-    """Validates every member at construction (one line for the first bad one); then gives each member's resolved
-    config as a plain dict."""
+    """Validates every member at construction: an override Hydra refuses is one line for the first member that has
+    it; bad values are collected over all members (``orchestra.config.validate``) and raised together. Then gives
+    each member's resolved config as a plain dict."""
 
     def __init__(self, members: list[list[str]]) -> None:
         self._composed: dict[tuple[str, ...], DictConfig] = {}
         self._working: dict[tuple[str, ...], DictConfig] = {}
         self._shared: dict[tuple[str, ...], SharedResolution] = {}
         self._members: list[tuple[tuple[str, ...], list]] = []
+        checks, found = ConfigChecks(), []
         for overrides in members:
             parsed = [override for text in overrides for override in _parse_one(text)]
             _check_groups(parsed)
@@ -79,8 +88,14 @@ class MemberConfigs:
                 self._working[choices] = copy.deepcopy(self._composed[choices])
                 self._shared[choices] = SharedResolution(self._working[choices])
             self._members.append((choices, values))
-            with self._applied(len(self._members) - 1) as cfg:
-                _check_member(cfg)
+            with self._applied(len(self._members) - 1) as cfg, interpolations_parsed_once():
+                # job_dir is not chosen yet, and no checked section reads it: the sections checked resolve without it
+                problems = checks.problems(validation_view(cfg))
+            if problems:
+                found.append((len(self._members) - 1, problems))
+        if found:
+            labels = _labels(members)
+            raise UserError(sweep_message([(labels[i], problems) for i, problems in found], len(members)))
 
     def __len__(self) -> int:
         return len(self._members)

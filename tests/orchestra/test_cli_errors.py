@@ -100,8 +100,8 @@ def test_unparseable_override_is_quoted_back(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def training_time_errors(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
-    """The four mistakes that surface only once a job runs, each in its own output root, run side by side."""
-    roots = {name: tmp_path_factory.mktemp(name) for name in ("data", "no_loss", "views", "probe_key")}
+    """The three mistakes that surface only once a job runs, each in its own output root, run side by side."""
+    roots = {name: tmp_path_factory.mktemp(name) for name in ("no_loss", "views", "probe_key")}
     # A user forward that only embeds: legal at val, a mistake at train.
     helpers = tmp_path_factory.mktemp("helpers")
     (helpers / "tests_helpers_module.py").write_text(
@@ -110,7 +110,6 @@ def training_time_errors(tmp_path_factory) -> dict[str, tuple[subprocess.Complet
     )
     small = [*TINY, "module.hparams.proj_hidden_dim=64"]
     runs = {
-        "data": (["train", "data=cifar10", f"data.root={roots['data'] / 'nonexistent'}", *TINY], None),
         "no_loss": (["train", "module.forward=tests_helpers_module.fn", *small],
                     subprocess_env(extra_paths=(str(helpers),))),
         "views": (["train", "method=simclr", "data.views=3", *small], None),
@@ -121,17 +120,15 @@ def training_time_errors(tmp_path_factory) -> dict[str, tuple[subprocess.Complet
     return {name: (results[name], roots[name]) for name in runs}
 
 
-def test_missing_dataset_folder_names_the_path(training_time_errors):
-    result, root = training_time_errors["data"]
-    missing = root / "nonexistent"
-    assert result.returncode == 2, result.stderr
-    # The dataset is opened before Lightning prints anything, so this one is a clean single line.
-    line = _single_error_line(result.stderr)
+def test_missing_dataset_folder_names_the_path(tmp_path, capsys):
+    missing = tmp_path / "nonexistent"
+    code, _, err = _run(["train", "data=cifar10", f"data.root={missing}", *TINY, f"output_root={tmp_path}"], capsys)
+    assert code == 2, err
+    # The config's validation looks for the dataset before a job directory exists.
+    line = _single_error_line(err)
     assert str(missing) in line
     assert "data.download=true" in line  # and says how to fix it
-    results = _failed_results(root)
-    assert results["state"] == "FAILED"
-    assert str(missing) in results["error"]
+    assert not (tmp_path / "train").exists()
 
 
 def test_forward_without_loss_says_loss_is_missing(training_time_errors):

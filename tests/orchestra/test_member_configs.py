@@ -17,7 +17,7 @@ MEMBERS = [
     ["method=vicreg", "~callbacks.knn", "data.batch_size=32"],
     ["launcher=slurm", "launcher.partition=x", "+logger.api_key=abc"],  # secret redacted in both
     ["method=simclr", "seed=4", "optim.lr=${optim.weight_decay}"],  # a member's value is itself an interpolation
-    ["method=simclr", "data.num_classes=7"],  # read by the callbacks' interpolations
+    ["method=simclr", "module.hparams.proj_dim=64"],  # read by the projector's interpolations
     ["method=simclr", "seed=3", "trainer.max_epochs=2"],  # the shared working config was restored after member 0
 ]
 
