@@ -26,9 +26,13 @@ def run(args: list[str]) -> int:
 
 
 def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
+    """Each readable member's name and job dir; an entry of sweep.json that is not one gets a line and no run."""
     from launch import manifest
+    from orchestra.sweep.records import load_manifest
 
-    sweep = manifest.load(sweep_dir)
+    sweep, problems = load_manifest(sweep_dir)
+    for problem in problems:
+        print(f"skipped: {problem}", flush=True)
     found = []
     for member in sweep.members:
         label = " ".join(o for o in member.overrides if o.split("=", 1)[0] in sweep.swept_keys) or "all swept"
@@ -37,13 +41,11 @@ def _member_dirs(sweep_dir: Path) -> list[tuple[str, Path]]:
 
 
 def _why_not(job_dir: Path) -> str | None:
-    """Why a member cannot be evaluated, or None when it can."""
-    from orchestra.jobstate.results import read_results
+    """Why a member cannot be evaluated, or None when it can; ``UserError`` (naming the file and the fix) when its
+    results file is not JSON, not the shape a job writes, or not readable at all."""
+    from orchestra.jobstate.results import read_checked_results
 
-    try:
-        results = read_results(job_dir / "results.json")
-    except UserError as err:  # unreadable as JSON, or not readable at all
-        return f"has an unreadable results file ({err})"
+    results = read_checked_results(job_dir / "results.json")
     if not results:
         return "has not started (no results.json)"
     state = results.get("state")
@@ -74,11 +76,11 @@ def eval_command(path: str) -> int:
 
     evaluated = 0
     for name, job_dir in members:
-        reason = _why_not(job_dir)
-        if reason:
-            print(f"{name}: skipped, it {reason}", flush=True)
-            continue
         try:
+            reason = _why_not(job_dir)
+            if reason:
+                print(f"{name}: skipped, it {reason}", flush=True)
+                continue
             results = evaluate(job_dir)
         except UserError as err:  # one unreadable member must not stop the others
             print(f"{name}: skipped, {err}", flush=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from launch.atomic import write_json
 from orchestra.errors import UserError
-from orchestra.jobstate.results import read_results
+from orchestra.jobstate.results import read_checked_results
 
 PROTOCOL = ("frozen backbone from checkpoints/last.ckpt; embeddings of the unaugmented train and validation "
             "images; features standardised with train mean/std; multinomial logistic regression fitted full-batch "
@@ -176,7 +176,7 @@ def evaluate(job_dir: Path) -> dict[str, Any]:
     val_x, val_y = _embeddings(module, datamodule.val_dataloader(), device)
     top1, weight_decay = linear_top1(train_x, train_y, val_x, val_y, datamodule.num_classes, seed)
     protocol = PROTOCOL.format(grid=", ".join(f"{wd:g}" for wd in WEIGHT_DECAYS))
-    results = read_results(job_dir / "results.json")
+    results = read_checked_results(job_dir / "results.json")  # changed while we trained? then it is not written
     results["linear_top1"] = round(top1, 6)
     results["linear_eval"] = {
         "top1": round(top1, 6), "weight_decay": weight_decay, "train_images": len(train_y), "val_images": len(val_y),

@@ -45,5 +45,5 @@ def print_report(sweep_dir: Path, console: Console | None = None, write: bool = 
         written = write_report(report)
         console.print(f"report: {report.sweep_dir / 'report.html'} (also " +
                       ", ".join(p.name for p in written if p.name != "report.html") + ")", highlight=False,
-                      soft_wrap=True)
+                      soft_wrap=True, markup=False)
     return report

@@ -77,12 +77,14 @@ def _row(member: manifest.Member, state: str, results: dict[str, Any], job_dir: 
 
 
 def collect(sweep_dir: Path) -> SweepRows:
-    """Every member of the sweep with its state and last-validation numbers; unreadable results are skipped."""
-    sweep, records = read_records(sweep_dir)
-    warnings: list[str] = []
+    """Every member of the sweep with its state and last-validation numbers; a results file that is unreadable or
+    not of the shape a job writes (``read_checked_results``) keeps its member out of every number."""
+    reading = read_records(sweep_dir)
+    # An entry of the manifest that cannot be read has no row at all: nothing about it can be trusted.
+    warnings: list[str] = [f"skipped a member: {problem}" for problem in reading.problems]
     rows = []
-    keys = list(sweep.swept_keys)
-    for record in records:
+    keys = list(reading.sweep.swept_keys)
+    for record in reading.records:
         if record.unreadable:
             warnings.append(f"skipped a member: {record.unreadable}")
             # Neither its numbers nor its own state can be trusted; it stays visible but out of every mean.

@@ -15,8 +15,8 @@ th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f3f3f3; }
 td.text { text-align: left; }
 tr.floor td { color: #777; font-style: italic; }
-tr.FAILED td, tr.UNREADABLE td { background: #fde8e8; }
-tr.RUNNING td, tr.PENDING td, tr.PREEMPTED td { background: #eef5fd; }
+tr.FAILED td, tr.DIVERGED td, tr.UNREADABLE td { background: #fde8e8; }
+tr.RUNNING td, tr.PENDING td, tr.PREEMPTED td, tr.INTERRUPTED td { background: #eef5fd; }
 .verdict { font-weight: bold; font-size: 1.1em; }
 .warning { color: #8a5a00; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
@@ -48,11 +48,10 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         "<h2>Configurations (top-1 on the validation split, last validation)</h2>",
         _table(headers, report.cells(), headers.index("n"), state_column),
     ]
-    failed = [m for m in report.rows.members if m.state == "FAILED"]
-    if failed:
-        parts.append("<h2>Failed members</h2><ul>")
-        parts += [f"<li>member {m.index} ({escape(m.label)}): {escape(m.error or 'no error recorded')}</li>"
-                  for m in failed]
+    if report.failed:
+        parts.append("<h2>Failed and diverged members</h2><ul>")
+        parts += [f"<li>member {m.index} ({escape(m.label)}) {m.state}: {escape(m.error or 'no error recorded')}</li>"
+                  for m in report.failed]
         parts.append("</ul>")
     parts += ["<h2>Members</h2>", _table(member_headers, members, 2, member_headers.index("state")),
               "<h2>Figures</h2>"]

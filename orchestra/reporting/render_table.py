@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from orchestra.reporting.summary import Report
+from orchestra.reporting.summary import FAILED_STATES, Report
 
-STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "UNREADABLE": "red", "CANCELLED": "yellow",
-                "TIMEOUT": "yellow", "PREEMPTED": "yellow", "RUNNING": "cyan", "PENDING": "cyan", "floor": "dim"}
+STATE_STYLES = {"COMPLETED": "green", "FAILED": "red", "DIVERGED": "red", "UNREADABLE": "red", "CANCELLED": "yellow",
+                "TIMEOUT": "yellow", "PREEMPTED": "yellow", "INTERRUPTED": "yellow", "RUNNING": "cyan",
+                "PENDING": "cyan", "floor": "dim"}
 
 
 def table(report: Report) -> Table:
     title = f"sweep {report.sweep_dir.name}: top-1 on the validation split at the last validation"
-    result = Table(title=title)
+    result = Table(title=Text(title))
     headers = report.headers()
     first_number = headers.index("n")
     for position, header in enumerate(headers):
@@ -22,7 +24,8 @@ def table(report: Report) -> Table:
     state_column = headers.index("state")
     for cells in report.cells():
         state = cells[state_column]
-        shown: list[str | Text] = list(cells)
+        # Text, not str: a cell is never read as rich markup (an override value or error may hold "[/]").
+        shown = [Text(cell) for cell in cells]
         shown[state_column] = Text(state, style=STATE_STYLES.get(state, ""))
         result.add_row(*shown, style="dim" if state == "floor" else None)
     return result
@@ -30,16 +33,16 @@ def table(report: Report) -> Table:
 
 def print_terminal(report: Report, console: Console) -> None:
     for warning in report.rows.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)  # one line each
     console.print(table(report))
-    console.print(report.headline(), highlight=False, soft_wrap=True)
-    console.print(report.verdict_text(), highlight=False, soft_wrap=True)
+    console.print(report.headline(), highlight=False, soft_wrap=True, markup=False)
+    console.print(report.verdict_text(), highlight=False, soft_wrap=True, markup=False)
     for row in report.table:
         for member in row.members:
-            if member.state == "FAILED":
+            if member.state in FAILED_STATES:
                 reason = member.error or "no error recorded; see log.txt in its job directory"
-                console.print(f"[red]failed:[/] member {member.index} ({member.label}): {reason}", highlight=False,
-                              soft_wrap=True)
+                console.print(f"[red]{member.state.lower()}:[/] member {member.index} ({escape(member.label)}): "
+                              f"{escape(reason)}", highlight=False, soft_wrap=True)
     console.print("[dim]evaluation protocol:[/]", highlight=False)
     for line in report.protocol_lines():
-        console.print(f"[dim]  - {line}[/]", highlight=False)
+        console.print(f"[dim]  - {escape(line)}[/]", highlight=False)

@@ -10,10 +10,12 @@ from pathlib import Path
 
 from orchestra.jobstate.results import EVALUATION_PROTOCOL
 from orchestra.reporting.aggregate import METRICS, ConfigRow, Verdict, config_rows, floors, verdict
-from orchestra.reporting.collect import SEED_KEYS, SweepRows, collect
+from orchestra.reporting.collect import SEED_KEYS, MemberRow, SweepRows, collect
 
 DASH = "—"
-UNFINISHED = ("PENDING", "NOT_SUBMITTED", "RUNNING", "PREEMPTED")
+UNFINISHED = ("PENDING", "NOT_SUBMITTED", "RUNNING", "PREEMPTED", "INTERRUPTED")
+# Members that ended with an error of their own: listed with it, never in a mean.
+FAILED_STATES = ("FAILED", "DIVERGED")
 SPREAD_NOTE = ("mean ± sample standard deviation (n - 1) over the COMPLETED members that differ only by seed; "
                "members that did not complete are listed with their state and kept out of every mean")
 
@@ -56,8 +58,17 @@ class Report:
 
     @property
     def unfinished(self) -> int:
-        """Members that may still produce results: queued, waiting for a slot, running, or preempted."""
+        """Members that may still produce results: queued, waiting for a slot, running, preempted or interrupted."""
         return sum(m.state in UNFINISHED for m in self.rows.members)
+
+    @property
+    def without_results(self) -> int:
+        """Members that ended without results: failed, diverged, cancelled, out of time, unreadable."""
+        return sum(not m.completed and m.state not in UNFINISHED for m in self.rows.members)
+
+    @property
+    def failed(self) -> list[MemberRow]:
+        return [m for m in self.rows.members if m.state in FAILED_STATES]
 
     def headers(self) -> list[str]:
         keys = [k.lstrip("+") for k in self.config_keys] or ["configuration"]
@@ -83,7 +94,9 @@ class Report:
 
     def headline(self) -> str:
         states = ", ".join(f"{n} {state}" for state, n in sorted(self.states.items()))
-        partial = f"; partial report: {self.unfinished} member(s) not finished yet" if self.unfinished else ""
+        missing = [*([f"{self.unfinished} member(s) not finished yet"] if self.unfinished else []),
+                   *([f"{self.without_results} ended without results"] if self.without_results else [])]
+        partial = f"; partial report: {', '.join(missing)}" if missing else ""
         return (f"{len(self.rows.members)} members ({states}); {self.total_device_hours:.4f} device-hours in "
                 f"all{partial}")
 

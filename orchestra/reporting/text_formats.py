@@ -44,10 +44,10 @@ def markdown(report: Report, figures: list[str]) -> str:
         parts += [f"> warning: {warning}", ""]
     parts += ["## Configurations (top-1 on the validation split, last validation)", "",
               _markdown_table(report.headers(), report.cells()), ""]
-    failed = [m for m in report.rows.members if m.state == "FAILED"]
-    if failed:
-        parts += ["## Failed members", ""]
-        parts += [f"- member {m.index} ({m.label}): {m.error or 'no error recorded; see its log.txt'}" for m in failed]
+    if report.failed:
+        parts += ["## Failed and diverged members", ""]
+        parts += [f"- member {m.index} ({m.label}) {m.state}: {m.error or 'no error recorded; see its log.txt'}"
+                  for m in report.failed]
         parts.append("")
     headers, lines = member_lines(report)
     parts += ["## Members", "", _markdown_table(headers, lines), ""]

@@ -14,7 +14,15 @@ from launch import manifest
 from launch.launcher import cancel_all
 from orchestra.errors import UserError
 from orchestra.sweep.create import SweepEnded
-from orchestra.sweep.records import ACTIVE, TERMINAL, MemberRecord, latest_job_id, refresh
+from orchestra.sweep.records import (
+    ACTIVE,
+    TERMINAL,
+    MemberRecord,
+    SweepReading,
+    latest_job_id,
+    refresh,
+    refresh_reading,
+)
 
 
 def latest_sweep(output_root: Path = Path("runs")) -> Path:
@@ -31,18 +39,22 @@ def open_sweep(path: str | None) -> Path:
     return sweep_dir.resolve()
 
 
-def _log_tail(job_dir: str, lines: int = 3) -> str:
-    log = Path(job_dir) / "log.txt"
-    candidates = [log] if log.exists() else sorted(Path(job_dir).parent.glob("slurm/*/*_log.out"))
+def _log_tail(job_dir: Path, lines: int = 3) -> str:
+    log = job_dir / "log.txt"
+    candidates = [log] if log.exists() else sorted(job_dir.parent.glob("slurm/*/*_log.out"))
     for path in candidates:
-        text = path.read_text(errors="replace").strip().splitlines()
+        try:
+            text = path.read_text(errors="replace").strip().splitlines()
+        except OSError:  # a log we cannot read says nothing; the state line above still stands
+            continue
         if text:
             return "\n".join(text[-lines:])
     return ""
 
 
 COLUMNS = ("#", "member", "state", "attempts", "elapsed", "knn/top1", "job id")
-STATE_COLORS = {"FAILED": "red", "COMPLETED": "green", "CANCELLED": "yellow"}
+STATE_COLORS = {"FAILED": "red", "DIVERGED": "red", "COMPLETED": "green", "CANCELLED": "yellow",
+                "INTERRUPTED": "yellow"}
 _ANSI = {"red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "reset": "\033[0m"}
 
 
@@ -95,17 +107,26 @@ def status_text(sweep_dir: Path, records: list[MemberRecord], color: bool = Fals
     return "\n".join(lines)
 
 
-def status(path: str | None) -> int:
-    sweep_dir = open_sweep(path)
-    records = refresh(sweep_dir)
-    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-    print(status_text(sweep_dir, records, color))
-    for record in records:
+def print_warnings(reading: SweepReading) -> None:
+    """One line per manifest entry and per results file that could not be read."""
+    for problem in reading.problems:
+        print(f"warning: {problem}")
+    for record in reading.records:
         if record.unreadable:
             print(f"warning: member {record.member.index}: {record.unreadable}")
-        if record.state == "FAILED":
-            error = record.results.get("error") or _log_tail(record.member.job_dir)
-            label = f"member {record.member.index} failed:"
+
+
+def status(path: str | None) -> int:
+    sweep_dir = open_sweep(path)
+    reading = refresh_reading(sweep_dir)
+    records = reading.records
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(status_text(sweep_dir, records, color))
+    print_warnings(reading)
+    for record in records:
+        if record.state in ("FAILED", "DIVERGED"):
+            error = record.results.get("error") or _log_tail(record.job_dir)
+            label = f"member {record.member.index} {record.state.lower()}:"
             print(f"{_ANSI['red']}{label}{_ANSI['reset']} {error}" if color else f"{label} {error}")
     return 0
 
@@ -126,28 +147,58 @@ def follow(sweep_dir: Path, on_end: SweepEnded, every_s: float = 5.0) -> int:
     return 0 if all(record.state == "COMPLETED" for record in records) else 1
 
 
-def resume(path: str | None, on_end: SweepEnded) -> int:
+def resume_plan(records: list[MemberRecord], diverged: bool = False) -> tuple[list[manifest.Member],
+                                                                             list[manifest.Member]]:
+    """(members to run again, DIVERGED members left alone): every member that ended without completing, but a
+    DIVERGED one only when asked (as it is, it would diverge again)."""
+    ended = [record for record in records if record.state not in ACTIVE | {"COMPLETED"}]
+    todo = [record.member for record in ended if diverged or record.state != "DIVERGED"]
+    skipped = [record.member for record in ended if not diverged and record.state == "DIVERGED"]
+    return todo, skipped
+
+
+def _refuse_to_rewrite(reading: SweepReading, what: str) -> None:
+    """Acting records states in the manifest, and rewriting it would drop the entries it could not read."""
+    if reading.problems:
+        raise UserError(f"{what} nothing: {len(reading.problems)} entry(ies) of {manifest.MANIFEST} could not be "
+                        f"read (above), and acting would rewrite it; correct them, then run this again")
+
+
+def resume(path: str | None, on_end: SweepEnded, diverged: bool = False) -> int:
     """Re-run the members that did not complete, in their own job dirs (they continue from last.ckpt)."""
     from orchestra.sweep.create import launch_members
 
     sweep_dir = open_sweep(path)
-    todo = [record.member for record in refresh(sweep_dir) if record.state not in ACTIVE | {"COMPLETED"}]
+    reading = refresh_reading(sweep_dir)
+    print_warnings(reading)
+    _refuse_to_rewrite(reading, "resumed")
+    todo, skipped = resume_plan(reading.records, diverged)
+    if skipped:
+        print(f"not resuming {len(skipped)} DIVERGED member(s): {', '.join(str(m.index) for m in skipped)} (their "
+              f"loss became non-finite; see orchestra status; run them again anyway with orchestra resume "
+              f"--diverged)")
     if not todo:
-        print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running")
+        print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running"
+              + (", or diverged" if skipped else ""))
         return 0
     print(f"resuming {len(todo)} member(s): {', '.join(str(m.index) for m in todo)}")
-    return launch_members(sweep_dir, todo, manifest.load(sweep_dir).launcher_settings or {"name": "local"},
-                          on_end)
+    return launch_members(sweep_dir, todo, reading.sweep.launcher_settings or {"name": "local"}, on_end)
 
 
 def cancel(path: str | None) -> int:
     sweep_dir = open_sweep(path)
-    active = [record.member for record in refresh(sweep_dir) if record.state in ACTIVE]
-    with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
-        for member in active:
-            sweep.members[member.index].state = "CANCELLED"
-        # ids read under the lock: a local retry may have started a new process since `refresh`
-        active = [sweep.members[member.index] for member in active]
+    reading = refresh_reading(sweep_dir)
+    print_warnings(reading)
+    _refuse_to_rewrite(reading, "cancelled")
+    active = [record.member for record in reading.records if record.state in ACTIVE]
+    try:
+        with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
+            for member in active:
+                sweep.members[member.index].state = "CANCELLED"
+            # ids read under the lock: a local retry may have started a new process since `refresh`
+            active = [sweep.members[member.index] for member in active]
+    except manifest.ManifestError as err:  # damaged since it was read a moment ago; it was not written
+        raise UserError(str(err)) from None
     cancel_all([job_id for job_id in map(latest_job_id, active) if job_id is not None])
     print(f"cancelled {len(active)} member(s) of {sweep_dir}")
     return 0
