@@ -6,10 +6,12 @@ the same directory resumes from ``checkpoints/last.ckpt`` and keeps counting att
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from launch.atomic import write_json
 from orchestra.errors import UserError
+from orchestra.job.outcome import DIVERGED_EXIT_CODE, is_preemption, outcome, stops_at_terminate
 from orchestra.jobstate.costs import attempt_costs
 from orchestra.jobstate.job_dir import JobDir
 from orchestra.jobstate.results import EVALUATION_PROTOCOL, Results, UnreadableResults, read_results
@@ -27,15 +30,17 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _fit(cfg: DictConfig, job_dir: JobDir, results: Results) -> Results:
+def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], None]) -> Results:
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
+    from orchestra.callbacks.divergence import DivergenceGuard
     from orchestra.data.datamodule import build_datamodule
     from orchestra.evaluation.floors import knn_floors
     from orchestra.jobstate.checkpointing import LastCheckpoint
-    from orchestra.jobstate.history import ValidationHistory
+    from orchestra.jobstate.history import ValidationHistory, merge_history
     from orchestra.jobstate.preemption import PreemptionGuard
+    from orchestra.jobstate.resume_point import resume_point
     from orchestra.tracking.quiet_logs import quiet_lightning
 
     quiet_lightning()
@@ -52,27 +57,50 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results) -> Results:
     strategy, module.parallel_plan = build_strategy(OmegaConf.to_container(cfg.strategy), trainer_args, module,
                                                     global_batch=int(cfg.data.batch_size))
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    history = ValidationHistory()
-    last = job_dir.last_checkpoint
-    with PreemptionGuard(last) as guard:  # the signal handlers it borrows are given back however this block ends
+    earlier = list(results.get("history") or [])
+
+    def record(records: list[dict[str, Any]]) -> None:  # after every validation: a later kill loses nothing
+        results["history"] = merge_history(earlier, records)
+        results["metrics"] = results["history"][-1]["metrics"]
+        save()
+
+    history = ValidationHistory(attempt=int(results["attempts"]), on_record=record)
+    start = resume_point(job_dir, is_rank_zero())
+    with PreemptionGuard(job_dir.last_checkpoint) as guard:  # the signal handlers it borrows are given back
         trainer = _trainer(cfg, job_dir.path, trainer_args, strategy,
-                           [*callbacks, history, guard, LastCheckpoint(job_dir.checkpoints)])
+                           [*callbacks, DivergenceGuard(), history, guard, LastCheckpoint(job_dir.checkpoints)])
         if trainer.world_size > 1:
             print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})",
                   flush=True)
         if "floors" not in results and is_rank_zero():
             results["floors"] = knn_floors(module, datamodule)
-        if last.exists():
-            print(f"resuming from {last}", flush=True)
+        if start is not None:
+            print(f"resuming from {start}", flush=True)
         # Distributed strategies re-seed inside fit before callbacks build the probe; seeding here too gives every
         # strategy the same probe initialisation (1 process and 2 ranks start identical).
         pl.seed_everything(int(cfg.seed), verbose=False)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(start) if start is not None else None)
         finally:
-            results["history"] = history.records
-    results["metrics"] = history.records[-1]["metrics"] if history.records else {}
+            results["history"] = merge_history(earlier, history.records)
+            results["steps"] = int(trainer.global_step)
+    _check_trained(results)
+    results["metrics"] = results["history"][-1]["metrics"]
     return results
+
+
+def _check_trained(results: Results) -> None:
+    """A run that took no optimizer step, or whose last validation is not finite, did not train: never COMPLETED."""
+    if not results.get("steps"):
+        raise UserError("training took no optimizer step (no training batch: data.train_limit and "
+                        "data.batch_size leave none, or trainer.max_epochs/max_steps is 0); fix them and run again")
+    last = results["history"][-1]["metrics"] if results.get("history") else None
+    if not last:
+        raise UserError("training ended without a validation, so there is nothing to report; run at least one "
+                        "epoch (trainer.max_epochs) with validation")
+    bad = sorted(k for k, v in last.items() if not math.isfinite(v))
+    if bad:
+        raise UserError(f"the last validation is not finite ({', '.join(bad)}); the run did not train properly")
 
 
 def _trainer(cfg: DictConfig, job_dir: Path, trainer_args: dict[str, Any], strategy: Any,
@@ -98,15 +126,6 @@ def _trainer(cfg: DictConfig, job_dir: Path, trainer_args: dict[str, Any], strat
         enable_model_summary=False,
         use_distributed_sampler=False,  # our batch sampler shards each global batch itself
     )
-
-
-def _is_preemption(err: BaseException) -> bool:
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-    from orchestra.jobstate.preemption import Preempted, stopped_for_requeue
-
-    # submitit's requeue handler ends the process with SystemExit from inside our batch-start save
-    return isinstance(err, Preempted | SIGTERMException) or (isinstance(err, SystemExit) and stopped_for_requeue())
 
 
 def is_rank_zero() -> bool:
@@ -147,23 +166,34 @@ def run_job(path: Path | str) -> Results:
 
     reset_stopped_for_requeue()
     results = _previous_results(job_dir.results)
-    results.update(state="RUNNING", attempts=results.get("attempts", 0) + 1, method=cfg.get("method_name"),
+    if results.get("state") == "COMPLETED":  # results.json is only ever replaced by a more advanced state
+        print(f"{job_dir.path} already COMPLETED; nothing to run (its results and checkpoints are kept)", flush=True)
+        return results
+    results.update(state="RUNNING", attempts=_count(results.get("attempts")) + 1, method=cfg.get("method_name"),
                    started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir.path))
-    results.pop("error", None)
+    for stale in ("error", "divergence"):
+        results.pop(stale, None)
     writer = is_rank_zero()
-    if writer:
-        write_json(job_dir.results, results)
+
+    def save() -> None:
+        if writer:
+            write_json(job_dir.results, results)
+
+    save()
     started = time.monotonic()
-    wall_before = float(results.get("wall_time_s", 0.0))
+    wall_before = float(results.get("wall_time_s") or 0.0)
     try:
-        _fit(cfg, job_dir, results)
+        with stops_at_terminate():
+            _fit(cfg, job_dir, results, save)
         results["state"] = "COMPLETED"
     except BaseException as err:
-        if _is_preemption(err):
-            results["state"] = "PREEMPTED"  # last.ckpt is safe; the scheduler (or `orchestra resume`) restarts it
-            raise
-        results["state"] = "FAILED"
-        results["error"] = str(err) if isinstance(err, UserError | ValueError) else f"{type(err).__name__}: {err}"
+        results["state"], results["error"] = outcome(err)
+        if results["state"] == "DIVERGED":
+            results["divergence"] = getattr(err, "details", {})
+            print(f"DIVERGED: {err}", flush=True)
+            return results
+        if results["state"] in ("PREEMPTED", "INTERRUPTED"):
+            results.pop("error")  # last.ckpt is safe; the scheduler (or `orchestra resume`) restarts it
         raise
     finally:
         results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
@@ -173,31 +203,39 @@ def run_job(path: Path | str) -> Results:
                                          time.monotonic() - started, results))
         except Exception as err:  # bookkeeping must never hide the real outcome or cost the results file
             results["costs_error"] = f"{type(err).__name__}: {err}"
-        if writer:
-            write_json(job_dir.results, results)
+        save()
     return results
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     from method_zoo import MethodError
+    from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m orchestra.job JOB_DIR", file=sys.stderr)
         return 2
+    from orchestra.job.parent import stop_with_parent
+
     try:
-        run_job(args[0])
+        stop_with_parent()
+        results = run_job(args[0])
     except (UserError, MethodError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted before training started; the member resumes as it was", flush=True)
+        return PREEMPTED_EXIT_CODE
     except SystemExit as exit_:
-        from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
-
-        return PREEMPTED_EXIT_CODE if _is_preemption(exit_) else int(exit_.code or 0)
+        return PREEMPTED_EXIT_CODE if is_preemption(exit_) else int(exit_.code or 0)
     except Exception:
         traceback.print_exc()
         return 1
-    return 0
+    return DIVERGED_EXIT_CODE if results.get("state") == "DIVERGED" else 0
 
 
 if __name__ == "__main__":

@@ -125,9 +125,16 @@ class FailSafeWandbLogger(WandbLogger):
     def _finish(self, status: str) -> None:
         from orchestra.jobstate.preemption import stopped_for_requeue
 
+        from orchestra.callbacks.divergence import last_divergence
+
         super().finalize(status)
+        run = wandb_run(self)
+        divergence = last_divergence()
+        if divergence is not None:  # its own state, so a dashboard never reads it as an ordinary crash
+            run.summary.update({"state": "DIVERGED", **{f"divergence/{k}": v for k, v in divergence.items()}})
+            run.tags = (*run.tags, "diverged")
         if status != "success" and stopped_for_requeue():
-            wandb_run(self).mark_preempting()  # the next attempt resumes this run id
+            run.mark_preempting()  # the next attempt resumes this run id
         # Finished here rather than at interpreter exit: a job run in-process (tests, `orchestra train`) must not
         # leave the run open for the next one.
         wandb_run(self).finish(exit_code=0 if status == "success" else 1)
