@@ -14,6 +14,8 @@ from typing import Any
 from launch.atomic import write_text
 from orchestra.errors import UserError
 
+PREVIOUS_CHECKPOINT = "previous.ckpt"
+
 
 @dataclass(frozen=True)
 class JobDir:
@@ -34,6 +36,10 @@ class JobDir:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoints / "last.ckpt"  # a file, or a link to a sharded checkpoint directory
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        return self.checkpoints / PREVIOUS_CHECKPOINT  # what last.ckpt was before its latest save (files only)
 
     @property
     def log(self) -> Path:

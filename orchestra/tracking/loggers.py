@@ -31,9 +31,14 @@ def build_logger(cfg: DictConfig, job_dir: Path) -> Any:
     logger_cfg = cfg.get("logger") or {}
     kind = logger_cfg.get("kind", "none")
     if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from orchestra.jobstate.results import UnreadableResults, read_results
+        from orchestra.tracking.csv_logger import AppendingCSVLogger
 
-        return CSVLogger(save_dir=str(job_dir), name="csv", version="")
+        try:
+            attempt = int(read_results(Path(job_dir) / "results.json").get("attempts", 1))
+        except (UnreadableResults, TypeError, ValueError):
+            attempt = 1
+        return AppendingCSVLogger(Path(job_dir), attempt)
     if kind == "wandb":
         mode = resolve_mode(str(logger_cfg.get("mode", "offline")))
         try:
