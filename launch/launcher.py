@@ -28,6 +28,7 @@ class Submission:
     finished: bool
     exit_codes: dict[int, int]
     job_ids: list[JobId]
+    interrupted: bool = False  # a blocking launcher stopped early (Ctrl+C): its members saved and can resume
 
 
 class Launcher(Protocol):

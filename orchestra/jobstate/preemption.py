@@ -7,6 +7,9 @@ At the start of the next batch — after Lightning has finished the previous one
 callback writes ``last.ckpt`` (with the loader's position in the epoch), then calls submitit's handler for SIGUSR2
 (which requeues and exits) or exits for SIGTERM. Because this handler is installed first, Lightning leaves SIGTERM
 to it instead of raising its own exception without a checkpoint.
+
+SIGINT (Ctrl+C, or ``orchestra sweep`` passing on its own interruption) takes the same path: the member saves at
+the next batch boundary and ends INTERRUPTED, resumable at once, instead of Lightning's FAILED ``SystemExit: 1``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import lightning.pytorch as pl
 from orchestra.distributed.rank_vote import SignalVote
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; the launcher treats it as not-failed
+GUARDED_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 _stopped_for_requeue = False
 
 
@@ -42,9 +46,13 @@ class Preempted(SystemExit):
         super().__init__(PREEMPTED_EXIT_CODE)
         self.signum = signum
 
+    @property
+    def state(self) -> str:
+        return "INTERRUPTED" if self.signum == signal.SIGINT else "PREEMPTED"
+
 
 class PreemptionGuard(pl.Callback):
-    def __init__(self, checkpoint_path: Path, signals: tuple[int, ...] = (signal.SIGUSR2, signal.SIGTERM)) -> None:
+    def __init__(self, checkpoint_path: Path, signals: tuple[int, ...] = GUARDED_SIGNALS) -> None:
         self.checkpoint_path = Path(checkpoint_path)
         self.received: int | None = None
         self.position: tuple[int, int] = (0, 0)  # (epoch, batches finished in it), kept in every checkpoint

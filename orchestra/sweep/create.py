@@ -42,6 +42,10 @@ def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: di
             return follow(sweep_dir, on_end)
         print(f"follow it with:  orchestra status {sweep_dir}")
         return 0
+    if submission.interrupted:
+        print(f"sweep interrupted; every member that ran saved its progress. Resume with:  orchestra resume "
+              f"{sweep_dir}", file=sys.stderr, flush=True)
+        return 130
     on_end(sweep_dir)
     failed = [i for i, code in submission.exit_codes.items() if code != 0]
     if failed:
