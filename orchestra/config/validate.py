@@ -268,14 +268,13 @@ def config_problems(cfg: dict) -> list[str]:
     return ConfigChecks().problems(cfg)
 
 
-def problems_message(problems: list[str]) -> str:
+def problems_message(problems: list[str], where: str = "the config") -> str:
     """One line for one problem; a count and one indented line each for more (the CLI prefixes ``error: ``)."""
     if len(problems) == 1:
         return problems[0]
     shown = problems[:MAX_LINES]
     more = [f"  ... and {len(problems) - len(shown)} more"] if len(problems) > len(shown) else []
-    return "\n".join([f"{len(problems)} problems in the config; nothing was created:",
-                      *(f"  {p}" for p in shown), *more])
+    return "\n".join([f"{len(problems)} problems in {where}; nothing was created:", *(f"  {p}" for p in shown), *more])
 
 
 def check_config(cfg: dict, member: str | None = None) -> None:
@@ -291,7 +290,7 @@ def sweep_message(found: list[tuple[str, list[str]]], total: int) -> str:
     shared = set(found[0][1]).intersection(*(set(p) for _, p in found[1:])) if len(found) == total else set()
     lines = [p if total == 1 else f"all {total} members: {p}" for p in found[0][1] if p in shared]
     lines += [f"member {label}: {p}" for label, problems in found for p in problems if p not in shared]
-    return problems_message(lines)
+    return problems_message(lines, f"{len(found)} of {total} sweep members")
 
 
 def validation_view(cfg: Any) -> dict:

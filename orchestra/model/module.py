@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -32,6 +33,29 @@ def resolve_forward(forward: Callable | str) -> Callable:
         raise UserError(f"forward '{forward}' cannot be imported; known forwards: {known}") from None
 
 
+def _describe(batch: Any) -> str:
+    """What was passed instead of a batch dict: types and shapes, never values (a tensor's repr is pages long)."""
+    if isinstance(batch, torch.Tensor):
+        return f"a Tensor of shape {list(batch.shape)}"
+    if isinstance(batch, list | tuple):
+        parts = [f"Tensor {list(b.shape)}" if isinstance(b, torch.Tensor) else type(b).__name__ for b in batch[:4]]
+        return f"a {type(batch).__name__} of {len(batch)} ({', '.join(parts)}{', ...' if len(batch) > 4 else ''})"
+    return f"a {type(batch).__name__}"
+
+
+def _checked(forward: Callable) -> Callable:
+    """The forward, refusing anything but a batch dict up front: given a list or tensor it would fail deep inside
+    with an error that prints the whole batch."""
+    @functools.wraps(forward)
+    def checked(self: Module, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"{forward.__name__} takes a batch dict {{'image': Tensor [N*views, C, H, W], 'label': "
+                            f"Tensor, 'sample_idx': Tensor (multi-view)}}; got {_describe(batch)}. "
+                            f"Wrap it: {{'image': images, 'label': labels}}")
+        return forward(self, batch, *args, **kwargs)
+    return checked
+
+
 class Module(pl.LightningModule):
     """``Module(forward=..., backbone=..., projector=..., simclr_loss=..., optim=..., hparams=...)``.
 
@@ -48,7 +72,7 @@ class Module(pl.LightningModule):
         self.parallel_plan = None  # set by the job from the strategy config before fit
         self._model_configured = False
         self.forward_fn = resolve_forward(forward)
-        self.forward = types.MethodType(self.forward_fn, self)
+        self.forward = types.MethodType(_checked(self.forward_fn), self)
         for name, part in parts.items():
             setattr(self, name, part)
         self.optim = {**DEFAULT_OPTIM, **(optim or {})}
