@@ -236,11 +236,9 @@ class ConfigChecks:
     def __init__(self) -> None:
         self._data: dict[str, tuple[list[str], tuple[int, int] | None]] = {}
 
-    def _data_answers(self, data: dict) -> tuple[list[str], tuple[int, int] | None] | None:
-        try:
-            from orchestra.data.checks import data_problems, dataset_sizes
-        except ImportError:  # the data checks are not in this tree yet
-            return None
+    def _data_answers(self, data: dict) -> tuple[list[str], tuple[int, int] | None]:
+        from orchestra.data.checks import data_problems, dataset_sizes  # torch-free
+
         key = json.dumps(data, sort_keys=True, default=str)
         if key not in self._data:
             problems = data_problems(data)
