@@ -163,3 +163,18 @@ def test_the_readme_module_given_a_plain_tensor_names_the_batch_contract_not_the
         assert "tensor(" not in message and "e-01" not in message, message  # no values
         assert "'image'" in message and "'label'" in message and got in message, message
     assert good == ["loss", "True"]  # the dict the message asks for is accepted
+
+
+def test_shared_and_own_problems_of_members_are_told_apart(tmp_path, capsys):
+    lines = _refused(["sweep", "seed=abc,0", "data.batch_size=0", "-m", "--dry-run"], tmp_path, capsys)
+    assert lines == ["error: 2 problems in 2 of 2 sweep members; nothing was created:",
+                     "  all 2 members: data.batch_size must be a positive integer, got 0; "
+                     "set data.batch_size=<positive integer>",
+                     "  member [0] seed=abc: seed must be a whole number from 0 to 2**32-1, got 'abc'; set e.g. seed=0"]
+
+
+def test_a_long_list_of_problems_is_cut_to_a_screen():
+    found = [(f"[{i}] seed={i}", [f"problem {i}"]) for i in range(40)]
+    lines = validate.sweep_message(found, 41).splitlines()
+    assert lines[0] == "40 problems in 40 of 41 sweep members; nothing was created:"
+    assert len(lines) == 1 + validate.MAX_LINES + 1 and lines[-1] == "  ... and 10 more", lines[-3:]
