@@ -75,7 +75,17 @@ _WANTED = {"int": "a whole number >= 0", "str": "text", "str | None": "text or n
            "dict[str, Any]": "an object"}
 
 
-def _shown(value: Any) -> str:
+def _printable(value: Any) -> bool:
+    """Whether every string in it can be printed or used as a path: JSON may escape a lone surrogate (\\ud800)
+    that UTF-8 cannot encode."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: Any) -> str:  # ASCII (json.dumps escapes the rest), so always printable
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -109,11 +119,13 @@ def _member(path: Path, position: int, entry: Any) -> tuple[Member | None, str |
     fix = "correct or remove that entry (orchestra leaves this file as it is until then)"
     if not isinstance(entry, dict):
         return None, f"{where} is {_shown(entry)}, not a member object; {fix}"
+    if not _printable(entry):
+        return None, f"{where} holds text that is not valid Unicode ({_shown(entry)}); {fix}"
     kept, wrong = _fields_of(Member, entry, {})
     if not wrong and kept["index"] != position:  # commands address members by index in the list
         wrong.append(f"'index' is {kept['index']}, not its position {position}")
-    if not wrong and not kept["job_dir"]:
-        wrong.append("'job_dir' is empty")
+    if not wrong and (not kept["job_dir"] or "\x00" in kept["job_dir"]):
+        wrong.append(f"'job_dir' is {_shown(kept['job_dir'])}, not a path")
     if wrong:
         return None, f"{where}: {'; '.join(wrong)}; {fix}"
     return Member(**kept), None
@@ -138,6 +150,9 @@ def read(sweep_dir: Path | str) -> tuple[Sweep, list[str]]:
         what = "has no list of members" if isinstance(data, dict) else f"holds a {type(data).__name__}"
         raise ManifestError(f"{path} {what}, so it is not a sweep manifest; restore it from a backup or start a "
                             f"new sweep")
+    if not _printable({k: v for k, v in data.items() if k != "members"}):
+        raise ManifestError(f"{path} holds text that is not valid Unicode (an escaped lone surrogate such as "
+                            f"\\ud800); restore it from a backup or start a new sweep")
     defaults = {"sweep_dir": str(sweep_dir), "command": [], "launcher": "local", "created_at": ""}
     kept, wrong = _fields_of(Sweep, data, defaults)
     problems = [f"{path}: {what}; correct it (orchestra leaves this file as it is until then)" for what in wrong]

@@ -7,8 +7,9 @@ from orchestra.errors import UserError
 
 USAGE = """usage: orchestra status [SWEEP_DIR]
 
-State of every member of a sweep (the latest under ./runs by default): queued, running, completed, failed..., from
-the scheduler's accounting and the members' results files, with the log tail of failed members.
+State of every member of a sweep (the latest under ./runs by default): queued, running, completed, failed,
+diverged, interrupted..., from the scheduler's accounting and the members' results files, with the error (or log
+tail) of failed and diverged members, and one warning line per entry or results file that cannot be read.
 Imports neither torch nor Lightning.
 
 options:

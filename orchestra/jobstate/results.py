@@ -97,6 +97,16 @@ _VALIDATION = {"step": (_number, "a number"), "epoch": (_number, "a number"),
                "metrics": (_numbers, "an object of numbers")}
 
 
+def _printable(data: Any) -> bool:
+    """Whether every string in parsed JSON, keys included, can be printed: JSON may escape a lone surrogate
+    (\\ud800) that UTF-8 cannot encode."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shown(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -111,6 +121,8 @@ def results_problems(data: Any) -> list[str]:
     """What in a parsed results file is not what a job body writes, one phrase each; [] for a sound file."""
     if not isinstance(data, dict):
         return [f"it holds a {type(data).__name__}, not a results object"]
+    if not _printable(data):
+        return ["it holds text that is not valid Unicode (an escaped lone surrogate such as \\ud800)"]
     problems = _wrong(data, _KINDS)
     history = data.get("history", [])
     if not isinstance(history, list):

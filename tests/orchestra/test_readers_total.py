@@ -52,6 +52,7 @@ BAD_RESULTS = {
     "divergence lr text": _json({**results_of("DIVERGED"), "divergence": {"step": 3, "lr": "big"}}),
     "completed with nan": b'{"state": "COMPLETED", "metrics": {"knn/top1": NaN}}',
     "markup in values": _json({**GOOD, "state": "[/]", "error": "[/red] [bold"}),
+    "lone surrogate": b'{"state": "FAILED", "error": "bad \\ud800 text", "metrics": {"\\udc80": 1}}',
 }
 
 
@@ -126,6 +127,7 @@ UNREADABLE_MANIFESTS = {
     "members an object": b'{"members": {}}',
     "members a number": b'{"members": 5}',
     "nested too deep": b'{"members": ' + b"[" * 100_000,
+    "lone surrogate": b'{"members": [], "launcher": "\\ud800"}',
 }
 
 
@@ -171,6 +173,8 @@ BAD_MEMBERS = {
     "index not its position": _good_member_one(index=7),
     "state a number": _good_member_one(state=3),
     "finished_at a list": _good_member_one(finished_at=[]),
+    "job_dir with a NUL": _good_member_one(job_dir="/runs/\x00"),
+    "lone surrogate": _good_member_one(overrides=["method=\ud800"]),
 }
 
 
