@@ -83,8 +83,10 @@ def _numbers(value: Any) -> bool:
 
 # The type each key must have for status, report and eval to read it; keys not named here are not read by them.
 _KINDS: dict[str, tuple[Any, str]] = {
-    **dict.fromkeys(("method", "job_dir", "started_at", "finished_at", "error", "costs_error"),
+    **dict.fromkeys(("job_dir", "started_at", "finished_at", "error", "costs_error"),
                     (lambda v: isinstance(v, str), "text")),
+    # null from a method config without method_name (the body writes cfg.get("method_name"))
+    "method": (lambda v: v is None or isinstance(v, str), "text or null"),
     "state": (lambda v: v in STATES, f"one of {', '.join(STATES)}"),
     "attempts": (_count, "a whole number >= 0"),
     **dict.fromkeys(("wall_time_s", "device_hours", "peak_memory_mb", "linear_top1"), (_number, "a number")),
