@@ -76,8 +76,13 @@ def _run_once(sweep_dir: Path, member: manifest.Member, command: Sequence[str], 
     # The body writes its log itself: a pipe through this process broke when it died, and the member with it.
     with open(job_dir / "log.txt", "ab") as log:
         offset = log.tell()
-        process = subprocess.Popen([*command, str(job_dir)], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
+        # Blocked in the child (the mask outlives exec) until its body can record an interruption properly.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            process = subprocess.Popen([*command, str(job_dir)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     stop.started(process.pid)
     try:
         with manifest.updating(sweep_dir) as sweep:

@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C outside a training run (which saves and says how to continue itself)
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `orchestra ... | head`: the reader left; no traceback, and none at exit either
         import os
 

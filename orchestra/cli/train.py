@@ -38,7 +38,9 @@ def train(overrides: list[str]) -> int:
     from orchestra.config.compose import compose
     from orchestra.config.validate import check_config, validation_view
     from orchestra.job.body import run_job
+    from orchestra.job.outcome import DIVERGED_EXIT_CODE, is_preemption
     from orchestra.jobstate.job_dir import prepare_job_dir, stamp, unique_dir
+    from orchestra.jobstate.results import read_results
 
     cfg = compose(overrides)
     # every bad value at once (the strategy's refusals included), before a job directory or process exists
@@ -51,16 +53,29 @@ def train(overrides: list[str]) -> int:
         # this job directory instead of each composing (and creating) its own.
         import subprocess
 
-        from orchestra.jobstate.results import read_results
-
         code = subprocess.call([sys.executable, "-m", "orchestra.job", str(job_dir)])
-        if code != 0:
-            return code
         results = read_results(job_dir / "results.json")
+        if code not in (0, DIVERGED_EXIT_CODE):
+            _say_how_to_continue(results.get("state"), job_dir)
+            return code
     else:
-        results = run_job(job_dir)
+        try:
+            results = run_job(job_dir)
+        except (SystemExit, KeyboardInterrupt) as stop:
+            if isinstance(stop, KeyboardInterrupt) or is_preemption(stop):
+                _say_how_to_continue(read_results(job_dir / "results.json").get("state"), job_dir)
+            raise
+    if results.get("state") == "DIVERGED":
+        print(f"{cfg.method_name} DIVERGED: {results.get('error')}  ({job_dir / 'results.json'})", file=sys.stderr)
+        return DIVERGED_EXIT_CODE
     metrics = results.get("metrics", {})
     Console().print(f"[bold]{cfg.method_name}[/]: kNN top-1 {metrics.get('knn/top1', float('nan')):.4f}, "
                     f"probe top-1 {metrics.get('probe/top1', float('nan')):.4f}, "
                     f"wall time {results['wall_time_s']:.0f} s  ({job_dir / 'results.json'})")
     return 0
+
+
+def _say_how_to_continue(state: object, job_dir: Path) -> None:
+    if state in ("INTERRUPTED", "PREEMPTED"):
+        print(f"{state}: progress is saved in {job_dir}; continue with:  python -m orchestra.job {job_dir}",
+              file=sys.stderr, flush=True)

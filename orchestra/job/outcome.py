@@ -62,7 +62,10 @@ def stops_at_terminate() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _stop_now)
+    # A local sweep starts members with both blocked until here, where results.json exists and an interruption
+    # ends the attempt as INTERRUPTED/PREEMPTED rather than killing the interpreter halfway through its imports.
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)

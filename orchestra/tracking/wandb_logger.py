@@ -123,9 +123,8 @@ class FailSafeWandbLogger(WandbLogger):
         self._closed = True
 
     def _finish(self, status: str) -> None:
-        from orchestra.jobstate.preemption import stopped_for_requeue
-
         from orchestra.callbacks.divergence import last_divergence
+        from orchestra.jobstate.preemption import stopped_for_requeue
 
         super().finalize(status)
         run = wandb_run(self)

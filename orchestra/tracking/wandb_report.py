@@ -26,9 +26,16 @@ def _say(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def _members(sweep_dir: Path) -> list[manifest.Member]:
+    try:
+        return manifest.load(sweep_dir).members
+    except manifest.ManifestError as err:
+        raise UserError(str(err)) from None
+
+
 def _logger_settings(sweep_dir: Path) -> dict[str, Any] | None:
     """The logger section of the first member config that logged to wandb."""
-    for member in manifest.load(sweep_dir).members:
+    for member in _members(sweep_dir):
         config = manifest.member_dir(sweep_dir, member) / "config.yaml"
         if config.is_file():
             logger = OmegaConf.to_container(OmegaConf.load(config)).get("logger") or {}
@@ -39,7 +46,7 @@ def _logger_settings(sweep_dir: Path) -> dict[str, Any] | None:
 
 def _members_table(sweep_dir: Path) -> str:
     lines = ["| # | member | state | kNN top-1 | probe top-1 |", "|---|---|---|---|---|"]
-    for member in manifest.load(sweep_dir).members:
+    for member in _members(sweep_dir):
         try:
             results = read_results(manifest.member_dir(sweep_dir, member) / "results.json")
         except UserError:  # unreadable as JSON, or not readable at all

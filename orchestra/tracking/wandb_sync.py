@@ -37,7 +37,11 @@ def job_dirs(target: Path) -> list[Path]:
     from launch import manifest
 
     if manifest.is_sweep(target):
-        return [manifest.member_dir(target, m) for m in manifest.load(target).members]
+        try:
+            members = manifest.load(target).members
+        except manifest.ManifestError as err:
+            raise UserError(str(err)) from None
+        return [manifest.member_dir(target, m) for m in members]
     if (target / "config.yaml").is_file():
         return [target]
     raise UserError(f"{target} is neither a sweep directory (sweep.json) nor a job directory (config.yaml); pass "
