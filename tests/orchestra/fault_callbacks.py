@@ -111,3 +111,38 @@ class AwaitSignalOnce(_OnceAtBatch):
             raise RuntimeError(f"waited {self.timeout:.0f} s at epoch {self.epoch} batch {self.batch} for "
                                f"{self.signal_name}; the guard holds {guard.received}")
         print(f"fault_callbacks: {self.signal_name} arrived; the guard saves at this batch", flush=True)
+
+
+class InterruptSweepOnce(pl.Callback):
+    """Sends ``signal`` to the ``orchestra sweep`` process (this member's parent) once per sweep — at the start of
+    batch ``batch`` of epoch ``epoch`` (``when="batch"``) or from inside the first checkpoint save (``when=
+    "checkpoint"``, so the sweep's SIGINT reaches the member while it writes) — then holds there until the sweep
+    has passed SIGINT on to this member's preemption guard."""
+
+    def __init__(self, signal: str = "SIGINT", when: str = "batch", epoch: int = 1, batch: int = 1,
+                 timeout: float = 120) -> None:
+        self.signal_name, self.when, self.epoch, self.batch, self.timeout = signal, when, epoch, batch, timeout
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
+        if self.when == "batch" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self._fire(trainer)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        if self.when == "checkpoint":
+            self._fire(trainer)
+
+    def _fire(self, trainer: pl.Trainer) -> None:
+        marker = Path(trainer.default_root_dir).parent / ".interrupt-fired"
+        try:
+            with open(marker, "x"):  # once per sweep: a second signal would only make the sweep say it waits
+                pass
+        except FileExistsError:
+            return
+        guard = _preemption_guard(trainer)
+        print(f"fault_callbacks: {self.signal_name} to the sweep process ({self.when})", flush=True)
+        os.kill(os.getppid(), getattr(signal, self.signal_name))
+        deadline = time.monotonic() + self.timeout
+        while guard.received is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if guard.received != signal.SIGINT:
+            raise RuntimeError(f"the sweep did not pass the interruption on within {self.timeout:.0f} s")
