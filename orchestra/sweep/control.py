@@ -136,13 +136,18 @@ def follow(sweep_dir: Path, on_end: SweepEnded, every_s: float = 5.0) -> int:
     from rich.console import Console
     from rich.live import Live
 
-    with Live(console=Console(), refresh_per_second=1) as live:
-        while True:
-            records = refresh(sweep_dir)
-            live.update(status_table(sweep_dir, records))
-            if all(record.state in TERMINAL for record in records):
-                break
-            time.sleep(every_s)
+    try:
+        with Live(console=Console(), refresh_per_second=1) as live:
+            while True:
+                records = refresh(sweep_dir)
+                live.update(status_table(sweep_dir, records))
+                if all(record.state in TERMINAL for record in records):
+                    break
+                time.sleep(every_s)
+    except KeyboardInterrupt:  # the scheduler's jobs are not this process's: stop watching, not the sweep
+        print(f"stopped following; the sweep goes on. Follow it again with:  orchestra status {sweep_dir}",
+              file=sys.stderr)
+        return 130
     on_end(sweep_dir)
     return 0 if all(record.state == "COMPLETED" for record in records) else 1
 

@@ -2,6 +2,7 @@
 in the middle of an epoch, and while a member writes its checkpoint — stops the sweep with every member
 INTERRUPTED (the one that never started too), no process left behind, one line saying how to resume; and
 ``orchestra resume`` then ends every member exactly where an uninterrupted run ends, with no earlier record lost.
+A sweep process killed outright (SIGKILL) leaves no member training either: each saves and ends INTERRUPTED.
 
 Real processes and real signals. The mid-epoch and checkpoint faults are sent by the member itself
 (fault_callbacks.InterruptSweepOnce) so they land at a fixed point however slow the machine is; the six sweeps run
@@ -19,11 +20,15 @@ from pathlib import Path
 import pytest
 from orchestra_testkit import SMALL_HEADS, TINY, cli_command, read_json, subprocess_env
 
+from orchestra.sweep.records import read_records
+
 SEEDS = (0, 1)
 EPOCHS = "trainer.max_epochs=2"
 CASES = {
     f"{name}-{phase}": (name, phase) for name in ("SIGINT", "SIGTERM") for phase in ("startup", "batch", "checkpoint")
 }
+# The sweep process killed outright: its members get SIGINT from the kernel (they asked for it), save and stop.
+CASES["SIGKILL-batch"] = ("SIGKILL", "batch")
 
 
 def _fault(name: str, phase: str) -> list[str]:
@@ -67,6 +72,13 @@ def _csv_rows(job_dir: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
+def _gone(sweep_dir: Path, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while _left_behind(sweep_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not _left_behind(sweep_dir)
+
+
 def _left_behind(sweep_dir: Path) -> list[str]:
     """Command lines of live processes that name this sweep (its members and their ranks)."""
     found = []
@@ -89,14 +101,21 @@ def test_interrupted_sweep_saves_stops_cleanly_and_resumes_exactly(tmp_path, uni
     outputs = {case: process.communicate(timeout=600)[0] for case, process in sweeps.items()}
 
     before: dict[str, tuple[dict, list[dict[str, str]]]] = {}
-    for case, (_, phase) in CASES.items():
+    for case, (name, phase) in CASES.items():
         output, sweep_dir = outputs[case], _sweep_dir(tmp_path / case)
-        assert sweeps[case].returncode == 130, (case, output[-3000:])
-        assert f"orchestra resume {sweep_dir}" in output.splitlines()[-1], (case, output[-2000:])
         assert "Traceback" not in output, (case, output[-3000:])
-        assert _left_behind(sweep_dir) == [], case
+        if name == "SIGKILL":
+            assert sweeps[case].returncode == -signal.SIGKILL
+            assert _gone(sweep_dir), _left_behind(sweep_dir)
+            records = read_records(sweep_dir).records  # what status and resume see: nobody wrote the members' end
+            assert [r.state for r in records] == ["INTERRUPTED", "NOT_SUBMITTED"], case
+        else:
+            assert sweeps[case].returncode == 130, (case, output[-3000:])
+            assert f"orchestra resume {sweep_dir}" in output.splitlines()[-1], (case, output[-2000:])
+            assert _left_behind(sweep_dir) == [], case
+            members = read_json(sweep_dir / "sweep.json")["members"]
+            assert [m["state"] for m in members] == ["INTERRUPTED", "INTERRUPTED"], (case, members)
         members = read_json(sweep_dir / "sweep.json")["members"]
-        assert [m["state"] for m in members] == ["INTERRUPTED", "INTERRUPTED"], (case, members)
         assert members[1]["attempts"] == 0, case  # parallelism 1: the second member was never started
         first = read_json(Path(members[0]["job_dir"]) / "results.json")
         assert first["state"] == "INTERRUPTED" and "error" not in first, (case, first)
