@@ -319,3 +319,24 @@ def test_online_without_a_reachable_server_logs_offline_instead(tmp_path, monkey
         [h["metrics"]["knn/top1"] for h in results["history"]], abs=1e-6)
     assert not [p for p in job_dir.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert all(FAKE_KEY not in message for message in about_wandb)
+
+
+def test_diverged_run_reads_diverged_in_wandb(tmp_path, monkeypatch):
+    for key, value in _wandb_home(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    job_dir = _make_sweep(tmp_path / "sweep", _wandb_overrides(tmp_path, "optim.lr=1e6"))
+
+    results = run_job(job_dir)
+
+    assert results["state"] == "DIVERGED"
+    (run_folder,) = (job_dir / "wandb").glob("offline-run-*")
+    records = _records(run_folder)
+    summary = {}
+    for record in records:
+        if record["type"] == "summary":
+            summary.update(record["summary"]["update"])
+    assert summary["state"] == "DIVERGED"
+    assert summary["divergence/step"] == results["divergence"]["step"]
+    assert summary["divergence/lr"] == pytest.approx(1e6)
+    assert "diverged" in [r["run"] for r in records if r["type"] == "run"][-1]["tags"]
