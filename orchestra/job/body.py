@@ -52,7 +52,7 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
 
     results["optim"] = apply_lr_scaling(cfg)
     print(describe(results["optim"]), flush=True)
-    module = instantiate(cfg.module, _convert_="all")
+    module = _instantiate_module(cfg)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     strategy, module.parallel_plan = build_strategy(OmegaConf.to_container(cfg.strategy), trainer_args, module,
                                                     global_batch=int(cfg.data.batch_size))
@@ -87,6 +87,19 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
     _check_trained(results)
     results["metrics"] = results["history"][-1]["metrics"]
     return results
+
+
+def _instantiate_module(cfg: DictConfig) -> Any:
+    from hydra.utils import instantiate
+
+    from method_zoo import MethodError
+
+    try:
+        return instantiate(cfg.module, _convert_="all")
+    except Exception as err:  # Hydra wraps our one-line errors (an unknown forward) in its own traceback
+        if isinstance(err.__cause__, UserError | MethodError):
+            raise err.__cause__ from None
+        raise
 
 
 def _check_trained(results: Results) -> None:

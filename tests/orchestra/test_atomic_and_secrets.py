@@ -94,10 +94,10 @@ def test_api_keys_from_overrides_or_environment_never_reach_the_job_dir(tmp_path
 
 
 def test_api_key_override_in_a_sweep_stays_out_of_the_sweep_dir(tmp_path):
-    # The member fails at once on a missing dataset (cheap); the manifest, member directory and config are
-    # written before that, which is what this checks.
+    # The member fails at once on a forward that does not exist (cheap); the manifest, member directory and config
+    # are written before that, which is what this checks.
     output_root = tmp_path / "out"
-    result = run_cli(["sweep", f"+logger.api_key={CLI_SECRET}", "data=cifar10", f"data.root={tmp_path / 'missing'}",
+    result = run_cli(["sweep", f"+logger.api_key={CLI_SECRET}", "module.forward=method_zoo.missing_forward",
                       *TINY, f"output_root={output_root}", "-m"], cwd=tmp_path, env=_wandb_env(tmp_path))
     assert result.returncode == 1, result.stderr[-3000:]
     sweep_dir = next((output_root / "sweeps").iterdir())
@@ -106,5 +106,6 @@ def test_api_key_override_in_a_sweep_stays_out_of_the_sweep_dir(tmp_path):
     # The failed member's log ends in the job runner's one-line error, not a traceback.
     (log,) = sweep_dir.glob("*/log.txt")
     lines = log.read_text().strip().splitlines()
-    assert lines[-1].startswith("error: data.root ") and "Traceback" not in log.read_text()
+    assert lines[-1].startswith("error: forward 'method_zoo.missing_forward' cannot be imported; known forwards: ")
+    assert "Traceback" not in log.read_text()
     assert CLI_SECRET not in result.stdout and CLI_SECRET not in result.stderr
