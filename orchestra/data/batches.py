@@ -1,8 +1,9 @@
 """Batches drawn as a pure function of (seed, epoch, batch index), sharded across ranks.
 
 The sampler yields whole-batch keys; the dataset turns a key into the batch dict of the seed's contract
-(``image`` as ``[rows, C, H, W]``, ``sample_idx`` naming which rows are views of one image, ``label``).
-Each rank takes a contiguous slice of the same global batch, so 2 ranks see exactly what 1 process sees.
+(``image`` as ``[rows, C, H, W]``, ``sample_idx`` naming which rows are views of one image, ``label``; with local
+crops also ``local_image`` and ``local_sample_idx``). Each rank takes a contiguous slice of the same global batch, per
+view, so 2 ranks see exactly what 1 process sees.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from orchestra.data.arrays import ImageArrays
-from orchestra.data.augment import AugmentSpec, augment_batch
+from orchestra.data.augment import AugmentSpec, Recipe, augment_batch
 
 
 @dataclass(frozen=True)
@@ -66,16 +67,35 @@ class EpochBatchSampler(Sampler[BatchKey]):
             yield BatchKey(self.epoch, index, rows, self.rank, self.world_size)
 
 
+LOCAL_STREAM = 1  # local crop j draws from (seed, epoch, batch, j, LOCAL_STREAM): apart from the global views' streams
+
+
 def _local(tensor: torch.Tensor, key: BatchKey) -> torch.Tensor:
     return torch.tensor_split(tensor, key.world_size)[key.rank]
 
 
 class AugmentedViews(Dataset):
-    """Training batches: ``views`` augmented copies of every image, view-major."""
+    """Training batches: ``views`` augmented copies of every image, view-major, and ``local_views`` local crops.
 
-    def __init__(self, arrays: ImageArrays, spec: AugmentSpec, views: int, size: int, seed: int, normalize) -> None:
-        self.arrays, self.spec, self.views, self.size, self.seed = arrays, spec, views, size, seed
+    ``recipe`` may be a single spec (every view alike, as before recipes existed). Each view is drawn for the whole
+    global batch from its own generator and then sliced to this rank, so a shard never depends on the world size.
+    """
+
+    def __init__(
+        self,
+        arrays: ImageArrays,
+        recipe: AugmentSpec | Recipe,
+        views: int,
+        size: int,
+        seed: int,
+        normalize,
+        local_views: int = 0,
+        local_size: int | None = None,
+    ) -> None:
+        self.arrays, self.views, self.size, self.seed = arrays, views, size, seed
+        self.recipe = recipe if isinstance(recipe, Recipe) else Recipe((recipe,), recipe)
         self.normalize = normalize
+        self.local_views, self.local_size = local_views, local_size or max(1, size // 2)
 
     def __len__(self) -> int:
         return len(self.arrays)
@@ -86,12 +106,20 @@ class AugmentedViews(Dataset):
         views = []
         for view in range(self.views):
             gen = _generator(self.seed, key.epoch, key.index, view)
-            views.append(_local(augment_batch(images, self.spec, self.size, gen), key))
-        return {
+            views.append(_local(augment_batch(images, self.recipe.for_view(view), self.size, gen), key))
+        batch = {
             "image": self.normalize(torch.cat(views)),
             "label": self.arrays.labels[local_rows].repeat(self.views),
             "sample_idx": local_rows.repeat(self.views),
         }
+        if self.local_views:
+            crops = []
+            for view in range(self.local_views):
+                gen = _generator(self.seed, key.epoch, key.index, view, LOCAL_STREAM)
+                crops.append(_local(augment_batch(images, self.recipe.local, self.local_size, gen), key))
+            batch["local_image"] = self.normalize(torch.cat(crops))
+            batch["local_sample_idx"] = local_rows.repeat(self.local_views)
+        return batch
 
 
 class PlainImages(Dataset):

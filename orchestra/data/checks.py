@@ -51,15 +51,31 @@ def _key_problems(data: dict) -> list[str]:
     specs = [("batch_size", 1, False, "positive integer"), ("eval_batch_size", 1, False, "positive integer"),
              ("views", 1, False, "positive integer"), ("num_workers", 0, False, "non-negative integer"),
              ("image_size", 1, True, "positive integer"), ("channels", 1, False, "positive integer"),
-             ("train_limit", 1, True, "positive integer"), ("val_limit", 1, True, "positive integer")]
+             ("train_limit", 1, True, "positive integer"), ("val_limit", 1, True, "positive integer"),
+             ("local_views", 0, False, "non-negative integer"), ("local_size", 1, True, "positive integer")]
     problems = [_count_problem(data, key, low, nullable, what) for key, low, nullable, what in specs
                 if key in data]
+    problems += [_scale_problem(data, key) for key in ("global_crop_scale", "local_crop_scale")]
     if data.get("dataset") == "imagefolder" or "verify_images" in data:
         verify = data.get("verify_images", DEFAULT_VERIFY_IMAGES)
         if verify is not False:  # false turns the check off, like 0
             problems.append(_count_problem({"verify_images": verify}, "verify_images", 0, True,
                                            "non-negative integer (0 turns the header check off)"))
     return [p for p in problems if p]
+
+
+def _scale_problem(data: dict, key: str) -> str | None:
+    """A crop scale is null (the preset's) or [low, high] area fractions, 0 < low <= high (above 1 zooms out)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    pair = list(value) if isinstance(value, (list, tuple)) else None
+    numbers = pair is not None and len(pair) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+    if not numbers or not 0 < pair[0] <= pair[1]:
+        return (f"data.{key} must be [low, high] area fractions with 0 < low <= high, or null for the augment "
+                f"preset's; got {value!r}; e.g. set data.{key}=[0.05,0.4]")
+    return None
 
 
 def _limit(data: dict, key: str) -> int | None:
@@ -288,6 +304,10 @@ def _imagefolder_problems(data: dict) -> list[str]:
 def inspect_imagefolder(data: dict, verify_headers: bool = True) -> tuple[Folders | None, list[str]]:
     """The folders an imagefolder config names, and every problem with them and with the keys that describe them."""
     problems = []
+    local_views = data.get("local_views")
+    if isinstance(local_views, int) and not isinstance(local_views, bool) and local_views > 0:
+        problems.append(f"data.local_views={local_views} (multi-crop) is not available for data=imagefolder yet; "
+                        "set data.local_views=0, or use an in-memory dataset")
     root, num_classes, channels = data.get("root"), data.get("num_classes"), data.get("channels")
     if isinstance(channels, int) and not isinstance(channels, bool) and channels != 3:
         problems.append(f"data.channels={channels} but data=imagefolder loads RGB images; set data.channels=3")

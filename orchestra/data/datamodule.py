@@ -26,6 +26,10 @@ class Normalize:
         return (x - self.mean) / self.std
 
 
+def _pair(scale) -> tuple[float, float] | None:
+    return None if scale is None else (float(scale[0]), float(scale[1]))
+
+
 class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -41,6 +45,10 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         train_limit: int | None = None,
         val_limit: int | None = None,
+        local_views: int = 0,
+        local_size: int | None = None,
+        global_crop_scale: tuple[float, float] | None = None,
+        local_crop_scale: tuple[float, float] | None = None,
         **described: object,  # descriptive keys (channels, num_classes): image folders are checked against them
     ) -> None:
         super().__init__()
@@ -48,9 +56,13 @@ class ImageDataModule(pl.LightningDataModule):
             raise UserError(f"unknown data.augment '{augment}'; known: {', '.join(PRESETS)}")
         if views < 1:
             raise UserError(f"data.views must be at least 1, got {views}")
+        if local_views < 0:
+            raise UserError(f"data.local_views must be 0 or more, got {local_views}")
         self.dataset, self.root, self.download = dataset, root, download
         self.batch_size, self.eval_batch_size, self.views = batch_size, eval_batch_size, views
-        self.spec, self.image_size, self.seed = PRESETS[augment], image_size, seed
+        self.recipe = PRESETS[augment].scaled(_pair(global_crop_scale), _pair(local_crop_scale))
+        self.image_size, self.seed = image_size, seed
+        self.local_views, self.local_size = local_views, local_size
         self.num_workers, self.train_limit, self.val_limit = num_workers, train_limit, val_limit
         self.described = described
         self.train: ImageArrays | None = None
@@ -71,6 +83,9 @@ class ImageDataModule(pl.LightningDataModule):
 
         if self.train is not None:
             return
+        if self.local_views:  # folders load through torchvision's per-image transforms, which have no local crops yet
+            raise UserError(f"data.local_views={self.local_views} (multi-crop) is not available for data=imagefolder "
+                            "yet; set data.local_views=0, or use an in-memory dataset")
         # val and the kNN bank take train's class-to-index mapping and the limits' class-spread subsets
         index = load_folders({**self.described, "root": self.root, "train_limit": self.train_limit,
                               "val_limit": self.val_limit})
@@ -100,7 +115,8 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.dataset == "imagefolder":
             return self._loader(self.folders["train"], self.batch_size, shuffle=True, sharded=True)
-        views = AugmentedViews(self.train, self.spec, self.views, self.size, self.seed, self.normalize)
+        views = AugmentedViews(self.train, self.recipe, self.views, self.size, self.seed, self.normalize,
+                               local_views=self.local_views, local_size=self.local_size)
         return self._loader(views, self.batch_size, shuffle=True, sharded=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -26,7 +26,7 @@ def datamodule():
 
 
 def _views(dm, seed: int = 0) -> AugmentedViews:
-    return AugmentedViews(dm.train, dm.spec, VIEWS, dm.size, seed, dm.normalize)
+    return AugmentedViews(dm.train, dm.recipe, VIEWS, dm.size, seed, dm.normalize)
 
 
 def _sampler(seed: int = 0, epoch: int = 0, batch_size: int = 64, rank: int = 0, world_size: int = 1):
