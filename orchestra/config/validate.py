@@ -23,7 +23,9 @@ from orchestra.errors import UserError
 
 MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
 # The top-level keys the checks read; resolving only these keeps a sweep's validation cheap.
-SECTIONS = ("seed", "optim", "trainer", "data", "launcher", "strategy", "callbacks")
+SECTIONS = ("seed", "optim", "trainer", "data", "launcher", "strategy", "callbacks", "module")
+# orchestra.Module's keywords that are settings, not parts an optim.param_groups entry could name
+MODULE_SETTINGS = ("forward", "optim", "hparams", "channels_last", "compile")
 MAX_LINES = 30  # a sweep where every member is wrong in its own way still fits on a screen
 
 
@@ -102,6 +104,47 @@ def _optim_problems(cfg: dict) -> list[str]:
     rule = optim.get("lr_scaling", "none")
     if rule != MISSING and rule not in RULES:
         problems.append(f"optim.lr_scaling={rule!r} is not a rule; use one of: {', '.join(RULES)}")
+    problems += _param_group_problems(optim.get("param_groups"), cfg.get("module"))
+    return [p for p in problems if p]
+
+
+def _param_group_problems(groups: Any, module: Any) -> list[str]:
+    """``optim.param_groups``: a list of ``{params: <Module part or parts>, lr, weight_decay, fixed_lr}``. Only a
+    path's first name is checked here (the Module's parts are its config keys); the Module checks the rest."""
+    from orchestra.model.lr_scaling import GROUP_KEYS  # torch-free
+
+    if groups is None or groups == MISSING:
+        return []
+    example = "optim.param_groups=[{params:predictor,fixed_lr:true}]"
+    if not isinstance(groups, list):
+        return [f"optim.param_groups must be a list of groups, got {groups!r}; set e.g. {example}"]
+    parts = sorted(k for k in module if not k.startswith("_") and k not in MODULE_SETTINGS) \
+        if isinstance(module, dict) else None
+    problems: list[str | None] = []
+    for index, group in enumerate(groups):
+        key = f"optim.param_groups.{index}"
+        if not isinstance(group, dict):
+            problems.append(f"{key} must be a mapping, got {group!r}; set e.g. {example}")
+            continue
+        unknown = sorted(set(map(str, group)) - set(GROUP_KEYS))
+        if unknown:
+            problems.append(f"{key} has unknown key(s) {', '.join(unknown)}; use: {', '.join(GROUP_KEYS)}")
+        names = group.get("params")
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            problems.append(f"{key}.params must name a Module part or a list of them, got {group.get('params')!r}; "
+                            f"set e.g. {key}.params=predictor")
+        elif parts is not None:
+            problems += [f"{key}.params: '{name}' is not a part of the Module; its parts: {', '.join(parts)}"
+                         for name in names if name.split(".")[0] not in parts]
+        if "lr" in group and group["lr"] is not None:
+            problems.append(_rate_problem(f"{key}.lr", group["lr"]))
+        decay = group.get("weight_decay")
+        if decay is not None and decay != MISSING and (_real(decay) is None or decay < 0):
+            problems.append(f"{key}.weight_decay must be a number at least 0, got {decay!r}; set e.g. "
+                            f"{key}.weight_decay=0")
+        if not isinstance(group.get("fixed_lr", False), bool):
+            problems.append(f"{key}.fixed_lr must be true or false, got {group['fixed_lr']!r}")
     return [p for p in problems if p]
 
 
@@ -310,6 +353,10 @@ def validation_view(cfg: Any) -> dict:
                 # only their lr is checked; resolving a whole callback (num_classes: ${...}) costs 10x more
                 view[key] = {name: {"lr": sub.lr} for name, sub in node.items_ex(resolve=False)
                              if isinstance(sub, DictConfig) and "lr" in sub}
+                continue
+            if key == "module" and isinstance(node, DictConfig):
+                # only its part names are checked (against optim.param_groups); its values are never resolved
+                view[key] = {name: None for name in node.keys()}
                 continue
             view[key] = OmegaConf.to_container(node, resolve=True, throw_on_missing=False) \
                 if isinstance(node, DictConfig | ListConfig) else node

@@ -14,7 +14,7 @@ from torch import nn
 
 from method_zoo import TeacherStudentWrapper
 from orchestra.errors import UserError
-from orchestra.model.optim import build_optimizer, build_scheduler
+from orchestra.model.optim import build_optimizer, build_scheduler, named_param_groups
 
 DEFAULT_OPTIM = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0, "min_lr_ratio": 0.0}
 
@@ -76,6 +76,7 @@ class Module(pl.LightningModule):
         for name, part in parts.items():
             setattr(self, name, part)
         self.optim = {**DEFAULT_OPTIM, **(optim or {})}
+        named_param_groups(self, self.param_group_specs)  # a misnamed part fails here, not after the first epoch
         self.hparams.update(hparams or {})
         self.evaluators = nn.ModuleDict()
         self.queues = nn.ModuleDict()
@@ -151,10 +152,18 @@ class Module(pl.LightningModule):
         for teacher in self._teachers:
             teacher.update_teacher(self.trainer.global_step + 1, self._total_steps)
 
+    @property
+    def param_group_specs(self) -> list[dict]:
+        """``optim.param_groups``: parts with options of their own, e.g. ``[{params: predictor, fixed_lr: true}]``."""
+        return list(self.optim.get("param_groups") or [])
+
     def configure_optimizers(self) -> dict:
-        evaluator_params = {id(p) for p in self.evaluators.parameters()}
-        main = [p for p in self.parameters() if p.requires_grad and id(p) not in evaluator_params]
-        groups: list[dict] = [{"params": main}]
+        # Group order is part of the checkpoint (the optimizer state is matched by position): the main group first
+        # (the divergence guard reads its lr), then optim.param_groups in config order, then the evaluators.
+        named = named_param_groups(self, self.param_group_specs)
+        taken = {id(p) for p in self.evaluators.parameters()} | {id(p) for group in named for p in group["params"]}
+        main = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
+        groups: list[dict] = [{"params": main}, *named]
         for evaluator in self.evaluators.values():
             params = [p for p in evaluator.parameters() if p.requires_grad]
             if params:

@@ -1,14 +1,17 @@
-"""Optimizers and the learning-rate schedule, built from the ``optim`` config section."""
+"""Optimizers, parameter groups and the learning-rate schedule, built from the ``optim`` config section."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from orchestra.errors import UserError
+from orchestra.model.lr_scaling import GROUP_KEYS
 
 KNOWN_OPTIMIZERS = ("sgd", "adamw", "lars")
 
@@ -81,7 +84,71 @@ def constant(step: int) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
                     min_ratio: float) -> LambdaLR:
-    """Scheduled groups follow warm-up + cosine; evaluator groups (probes) keep their own constant rate."""
+    """Scheduled groups follow warm-up + cosine; evaluator groups (probes) and ``fixed_lr`` groups keep their base
+    rate from the first step to the last (no warm-up either, as SimSiam's predictor)."""
     schedule = warmup_cosine(total_steps, warmup_steps, min_ratio)
-    lambdas = [constant if group.get("evaluator") else schedule for group in optimizer.param_groups]
+    lambdas = [constant if group.get("evaluator") or group.get("fixed_lr") else schedule
+               for group in optimizer.param_groups]
     return LambdaLR(optimizer, lambdas)
+
+
+# Children of orchestra.Module that callbacks own; their parameters have groups of their own.
+NOT_PARTS = ("evaluators", "queues")
+
+
+def module_parts(root: nn.Module) -> list[str]:
+    """The Module attributes a param group may name: its submodules and direct parameters."""
+    names = [name for name, _ in root.named_children()] + [name for name, _ in root.named_parameters(recurse=False)]
+    return [name for name in names if name not in NOT_PARTS]
+
+
+def _named_parameters(root: nn.Module, path: str, where: str) -> list[nn.Parameter]:
+    """The parameters under attribute ``path`` (dotted paths reach inside a part: ``projector.student``)."""
+    head, parts = path.split(".")[0], module_parts(root)
+    if head not in parts:
+        raise UserError(f"{where}.params: '{path}' is not a part of the Module; its parts: {', '.join(parts)}")
+    try:
+        return list(root.get_submodule(path).parameters())
+    except AttributeError:
+        pass
+    try:
+        return [root.get_parameter(path)]
+    except AttributeError:
+        raise UserError(f"{where}.params: '{path}' names no submodule or parameter of '{head}'") from None
+
+
+def named_param_groups(root: nn.Module, specs: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The optimizer groups that ``optim.param_groups`` asks for, in its order.
+
+    Each spec names Module parts (``params: predictor`` or a list) and may set ``lr``, ``weight_decay`` and
+    ``fixed_lr``; unset options come from ``optim``. Only trainable parameters are taken (a frozen EMA teacher
+    stays out), and a parameter named twice is refused: which group's options would win is not obvious.
+    """
+    groups, owner = [], {}
+    for index, spec in enumerate(specs):
+        where = f"optim.param_groups.{index}"
+        if not isinstance(spec, Mapping):
+            raise UserError(f"{where} must be a mapping like {{params: predictor, fixed_lr: true}}, got {spec!r}")
+        unknown = sorted(set(map(str, spec)) - set(GROUP_KEYS))
+        if unknown:
+            raise UserError(f"{where} has unknown key(s) {', '.join(unknown)}; known: {', '.join(GROUP_KEYS)}")
+        paths = spec.get("params")
+        paths = [paths] if isinstance(paths, str) else list(paths or [])
+        if not paths:
+            raise UserError(f"{where}.params must name Module parts, e.g. {where}.params=predictor")
+        params = []
+        for path in map(str, paths):
+            for param in _named_parameters(root, path, where):
+                if not param.requires_grad:
+                    continue
+                if id(param) in owner:
+                    raise UserError(f"{where}.params: '{path}' shares parameters with '{owner[id(param)]}'; "
+                                    f"name each parameter in one group only")
+                owner[id(param)] = path
+                params.append(param)
+        if not params:
+            raise UserError(f"{where}.params: {', '.join(map(str, paths))} has no trainable parameters")
+        group = {"params": params, "name": "+".join(map(str, paths)), "fixed_lr": bool(spec.get("fixed_lr", False))}
+        group.update({key: float(spec[key]) for key in ("lr", "weight_decay") if spec.get(key) is not None})
+        groups.append(group)
+    return groups
