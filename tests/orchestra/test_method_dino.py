@@ -1,0 +1,93 @@
+"""`orchestra train method=dino` on the shipped digits: a tiny run trains, its teacher, centre and frozen prototypes are
+checkpointed, a signal mid-epoch resumes to exactly the uninterrupted state, and a batch without local crops is one
+line."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from orchestra_testkit import TINY, only_job_dir, read_json, train_in_process
+
+from orchestra.cli import main
+from orchestra.config.compose import compose
+from orchestra.job.body import run_job
+from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
+
+# The method's own data section (4 local crops of 14 px, the dino_digits preset) is repeated here because the data
+# group, composed after the method group, currently overrides it (see the xfail below). Narrow head: CPU time.
+DINO = ["method=dino", "data.local_views=4", "data.local_size=14", "data.augment=dino_digits",
+        "module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32", "module.hparams.prototypes=256"]
+TWO_EPOCHS = "trainer.max_epochs=2"  # epoch 0 with the prototypes frozen, epoch 1 training them
+
+
+def _overrides(root, *extra: str) -> list[str]:
+    return [*DINO, *TINY, TWO_EPOCHS, f"output_root={root}", *extra]
+
+
+def _state(job_dir) -> dict[str, torch.Tensor]:
+    return torch.load(job_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    return train_in_process(_overrides(tmp_path_factory.mktemp("whole")))
+
+
+def test_dino_trains_end_to_end_with_teacher_and_centre_in_the_checkpoint(whole):
+    results = read_json(whole / "results.json")
+    assert results["state"] == "COMPLETED" and results["method"] == "dino"
+    metrics = results["metrics"]
+    assert metrics["knn/top1"] > 0.3, metrics  # ten classes: chance is 0.1
+    assert math.isfinite(metrics["train/loss"])
+    state = _state(whole)
+    assert state["dino_loss.center"].shape == (256,) and state["dino_loss.center"].abs().sum() > 0
+    teacher = [k for k in state if k.startswith(("backbone.teacher.", "projector.teacher.")) and k.endswith("weight")]
+    assert "projector.teacher.last_layer.weight" in teacher
+    for key in teacher:  # the EMA teacher lags its student
+        assert not torch.equal(state[key], state[key.replace(".teacher.", ".student.")]), key
+
+
+def test_signal_in_the_frozen_epoch_resumes_to_exactly_the_uninterrupted_state(whole, tmp_path, capsys):
+    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=0",
+            "+callbacks.kill.batch=2", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *_overrides(tmp_path, *kill)])
+    assert exit_info.value.code == PREEMPTED_EXIT_CODE
+    job_dir = only_job_dir(tmp_path)
+    assert "at epoch 0 after 2 batches" in capsys.readouterr().out
+    saved = _state(job_dir)
+    assert saved["dino_loss.center"].abs().sum() > 0  # the centre of the steps already taken travels
+
+    config = OmegaConf.load(job_dir / "config.yaml")
+    del config.callbacks["kill"]
+    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    resumed = run_job(job_dir)
+
+    reference = read_json(whole / "results.json")
+    assert resumed["state"] == "COMPLETED" and resumed["attempts"] == 2
+    assert [r["step"] for r in resumed["history"]] == [r["step"] for r in reference["history"]]
+    for key, value in reference["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
+    # Student, teacher, centre and prototypes: the resumed run ends where the uninterrupted one does.
+    want, got = _state(whole), _state(job_dir)
+    for key in ("dino_loss.center", "projector.student.last_layer.weight", "projector.teacher.last_layer.weight",
+                *(k for k in want if k.startswith("backbone."))):
+        torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_dino_without_local_crops_is_one_line(tmp_path, capsys):
+    code = main(["train", *_overrides(tmp_path, "data.local_views=0", "trainer.max_epochs=1")])
+    assert code != 0
+    error = [line for line in capsys.readouterr().err.splitlines() if "dino_forward" in line]
+    assert error == ["error: dino_forward needs local crops: set data.local_views=6 (and data.local_size)"], error
+
+
+@pytest.mark.xfail(strict=True, reason="conf/config.yaml composes the data group after the method group, so "
+                   "conf/method/dino.yaml's data section (local_views, augment) is overridden by data/mnist10k.yaml")
+def test_method_dino_alone_brings_its_local_crops():
+    data = compose(["method=dino"]).data
+    assert (data.local_views, data.augment) == (4, "dino_digits")
