@@ -101,7 +101,7 @@ class AugmentedViews(Dataset):
         return len(self.arrays)
 
     def __getitem__(self, key: BatchKey) -> dict[str, torch.Tensor]:
-        images = self.arrays.images[key.rows]
+        images = self.arrays.images[key.rows].float().div_(255)  # once for all views and crops
         local_rows = _local(key.rows, key)
         views = []
         for view in range(self.views):
