@@ -29,7 +29,7 @@ def _all_reduce(x: Tensor, op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> T
 @torch.no_grad()
 def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3,
                    shared: Tensor | None = None) -> Tensor:
-    """Codes ``[n, K]`` for this rank's ``scores`` ``[n, K]`` (sample-prototype similarities); no gradient.
+    """Codes ``[n, K]`` (float32 or wider) for this rank's ``scores`` ``[n, K]`` (similarities); no gradient.
 
     ``shared`` ``[m, K]``: extra samples that every rank holds identically (SwAV's queue of past features). They take
     part in the transport once, not once per rank, and get no codes of their own. Computed in float32 at least:
@@ -59,4 +59,5 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float = 0.05, iterations: int = 3,
         # Columns: each sample gives 1/B (local to the sample's own rank).
         q_local = q_local / q_local.sum(dim=0, keepdim=True) / n_samples
         q_shared = q_shared / q_shared.sum(dim=0, keepdim=True) / n_samples
-    return (q_local * n_samples).T.to(scores.dtype)
+    # Kept in (at least) float32: bfloat16 codes would round the small probabilities the targets are made of.
+    return (q_local * n_samples).T

@@ -243,3 +243,10 @@ def test_ddp_training_matches_one_process_through_the_freeze_and_the_queue(ranks
     # Each rank's loss is the mean over its rows; their average is the single-process loss.
     mean_loss = sum(result["train"]["losses"] for result in ranks) / WORLD
     torch.testing.assert_close(mean_loss, single["losses"], rtol=0, atol=1e-9)
+
+
+def test_codes_of_half_precision_scores_are_computed_and_kept_in_float32():
+    scores = cosine_scores(16, 6, seed=3)
+    codes = sinkhorn_knopp(scores.bfloat16())
+    assert codes.dtype == torch.float32
+    assert (codes.double() - reference_codes(scores.bfloat16(), 0.05, 3)).abs().max() <= 1e-6
