@@ -230,3 +230,17 @@ def test_two_gloo_ranks_equal_one_process_student_teacher_centre_and_frozen_prot
         first = initial["projector.student.last_layer.weight"]
         assert torch.equal(state["after_epoch_0.last_layer"], first)
         assert not torch.equal(state["projector.student.last_layer.weight"], first)
+
+
+def test_bf16_logits_give_a_float32_loss_and_centre():
+    """bf16 weights (trainer.precision=bf16-true, DeepSpeed) must not round the softmax over prototypes or the EMA."""
+    student = [v.detach().to(torch.bfloat16).requires_grad_() for v in _views(G + L, 8)]
+    teacher = [v.detach().to(torch.bfloat16) for v in _views(G, 9)]
+    loss_fn = DINOLoss(K)
+    loss = loss_fn(student, teacher, 0.04)
+    loss.backward()
+    loss_fn.update_center(teacher)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert student[0].grad.dtype == torch.bfloat16 and loss_fn.center.dtype == torch.float32
+    want = 0.1 * torch.cat([t.float() for t in teacher]).mean(dim=0)
+    torch.testing.assert_close(loss_fn.center, want, rtol=0, atol=1e-6)
