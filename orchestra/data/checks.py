@@ -304,10 +304,6 @@ def _imagefolder_problems(data: dict) -> list[str]:
 def inspect_imagefolder(data: dict, verify_headers: bool = True) -> tuple[Folders | None, list[str]]:
     """The folders an imagefolder config names, and every problem with them and with the keys that describe them."""
     problems = []
-    local_views = data.get("local_views")
-    if isinstance(local_views, int) and not isinstance(local_views, bool) and local_views > 0:
-        problems.append(f"data.local_views={local_views} (multi-crop) is not available for data=imagefolder yet; "
-                        "set data.local_views=0, or use an in-memory dataset")
     root, num_classes, channels = data.get("root"), data.get("num_classes"), data.get("channels")
     if isinstance(channels, int) and not isinstance(channels, bool) and channels != 3:
         problems.append(f"data.channels={channels} but data=imagefolder loads RGB images; set data.channels=3")

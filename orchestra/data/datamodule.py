@@ -83,15 +83,13 @@ class ImageDataModule(pl.LightningDataModule):
 
         if self.train is not None:
             return
-        if self.local_views:  # folders load through torchvision's per-image transforms, which have no local crops yet
-            raise UserError(f"data.local_views={self.local_views} (multi-crop) is not available for data=imagefolder "
-                            "yet; set data.local_views=0, or use an in-memory dataset")
         # val and the kNN bank take train's class-to-index mapping and the limits' class-spread subsets
         index = load_folders({**self.described, "root": self.root, "train_limit": self.train_limit,
                               "val_limit": self.val_limit})
         size = self.image_size or 224
         self.folders = {
-            "train": FolderBatches(index.train, size, self.views, self.seed),
+            "train": FolderBatches(index.train, size, self.views, self.seed, self.recipe, self.local_views,
+                                   self.local_size),
             "val": FolderBatches(index.val, size, 0, self.seed),
             "bank": FolderBatches(index.train, size, 0, self.seed),
         }

@@ -11,19 +11,23 @@ import hashlib
 import time
 import types
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
+from PIL import Image
 from torch import nn
 
 import method_zoo as mz
 from method_zoo.forwards.common import multi_crop_views, split_crops, two_views
 from orchestra.config.compose import compose
 from orchestra.data.augment import PRESETS, AugmentSpec, augment_batch, gaussian_blur
-from orchestra.data.batches import AugmentedViews, EpochBatchSampler
+from orchestra.data.batches import AugmentedViews, BatchKey, EpochBatchSampler, _generator
 from orchestra.data.checks import data_problems
 from orchestra.data.datamodule import build_datamodule
+from orchestra.data.imagefolder import load_rgb
 from orchestra.model.backbones import SmallCNN
 
 TRAIN, BATCH, GLOBAL, LOCAL = 512, 64, 2, 4
@@ -250,9 +254,52 @@ def test_bad_multicrop_keys_are_refused_before_a_run():
     assert len(problems) == 4
     assert any(p.startswith("data.local_views must be a non-negative integer") for p in problems)
     assert any("data.local_crop_scale must be [low, high]" in p for p in problems)
-    folder = data_problems({"dataset": "imagefolder", "root": "/nonexistent", "num_classes": 2, "channels": 3,
-                            "local_views": 6})
-    assert any("data.local_views=6 (multi-crop) is not available for data=imagefolder" in p for p in folder)
+    assert data_problems({**base, "local_views": 6, "local_crop_scale": [0.1, 0.3]}) == []
+
+
+def _folders(root: Path) -> dict:
+    noise = torch.Generator().manual_seed(0)
+    for split, count in (("train", 6), ("val", 2)):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = torch.randint(0, 256, (24, 24, 3), dtype=torch.uint8, generator=noise).numpy()
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "data" / "imagefolder.yaml").read_text())
+    data.update(root=str(root), num_classes=2, image_size=16, batch_size=4, num_workers=0)
+    return data
+
+
+def test_image_folders_make_local_crops_and_keep_their_old_views(tmp_path):
+    from torchvision.transforms import v2
+
+    from orchestra.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+
+    data = _folders(tmp_path)
+    key = BatchKey(1, 0, torch.tensor([3, 7, 0, 10]), 0, 1)
+    plain = build_datamodule(data, seed=0)
+    plain.setup("fit")
+    before = plain.folders["train"][key]
+    assert before.keys() == {"image", "label", "sample_idx"}
+    # The pipeline folders used before presets reached them, drawn from the same seeded global RNG.
+    old = v2.Compose([v2.RandomResizedCrop(16, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
+                      v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2),
+                      v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    files = plain.folders["train"].paths
+    with torch.random.fork_rng():
+        torch.manual_seed(_generator(0, 1, 0).initial_seed())
+        expected = torch.cat([torch.stack([old(load_rgb(files[i])) for i in key.rows]) for _ in range(GLOBAL)])
+    assert torch.equal(before["image"], expected)
+
+    crops = build_datamodule({**data, "local_views": 3, "local_size": 8, "augment": "dino_natural"}, seed=0)
+    crops.setup("fit")
+    batch, again = crops.folders["train"][key], crops.folders["train"][key]
+    assert batch["image"].shape == (GLOBAL * 4, 3, 16, 16) and batch["local_image"].shape == (3 * 4, 3, 8, 8)
+    assert torch.equal(batch["local_sample_idx"], key.rows.repeat(3))
+    assert torch.equal(batch["local_image"], again["local_image"]) and torch.equal(batch["image"], again["image"])
+    natural = build_datamodule({**data, "local_views": 3, "local_size": 8}, seed=0)
+    natural.setup("fit")
+    assert torch.equal(natural.folders["train"][key]["image"], before["image"])  # local crops move no global view
 
 
 def test_augmentation_time_of_two_plus_six_crops_against_two_views():
