@@ -79,3 +79,23 @@ def test_loader_layout_takes_the_host_fast_path_and_matches_the_general_path():
                                    torch.stack([g[i] for g in general]).sort(0).values)
     sum(f.sum() * (v + 1) for v, f in enumerate(fast)).backward()
     assert x.grad[:, 0].tolist() == [1.0] * n + [2.0] * n + [3.0] * n
+
+
+def test_split_crops_pairs_global_and_local_rows_of_the_same_image_in_any_row_order():
+    from method_zoo.forwards.common import split_crops
+
+    n, n_global, n_local = 5, 2, 3
+    ids = torch.tensor([12, 4, 30, 7, 19])
+    perm_g = torch.randperm(n * n_global, generator=torch.Generator().manual_seed(0))
+    perm_l = torch.randperm(n * n_local, generator=torch.Generator().manual_seed(1))
+    # Rows in no canonical order (as after a gather, or on an accelerator) make both groups take the sorting path.
+    batch = {"image": torch.zeros(n * n_global), "sample_idx": ids.repeat(n_global)[perm_g],
+             "local_image": torch.zeros(n * n_local), "local_sample_idx": ids.repeat(n_local)[perm_l]}
+    out_g = batch["sample_idx"].float().view(-1, 1)
+    out_l = batch["local_sample_idx"].float().view(-1, 1) + 0.5  # local rows are told apart by the half
+    globals_, locals_ = split_crops(out_g, out_l, batch, n_global, "swav_forward")
+    assert len(globals_) == n_global and len(locals_) == n_local
+    for view in globals_:
+        torch.testing.assert_close(view, globals_[0])
+    for view in locals_:
+        torch.testing.assert_close(view, globals_[0] + 0.5)
