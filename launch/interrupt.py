@@ -34,9 +34,12 @@ class SweepStop:
         self._lock = threading.Lock()
 
     def started(self, pid: int) -> None:
+        # Under the lock that ``request`` snapshots under: a member is asked exactly once, by one side or the other
+        # (asked twice, its second SIGINT could cut short the results it writes on the first).
         with self._lock:
             self._groups.add(pid)  # start_new_session: the member's pid is its process group id
-        if self.requested.is_set():  # it raced the signal: it is asked too
+            raced = self.requested.is_set()
+        if raced:  # it started after the signal was passed on: it is asked here
             _signal_group(pid, signal.SIGINT)
 
     def ended(self, pid: int) -> None:
@@ -45,8 +48,8 @@ class SweepStop:
 
     def request(self, signum: int, frame: Any = None) -> None:
         self.signals += 1
-        self.requested.set()
         with self._lock:
+            self.requested.set()
             groups = sorted(self._groups)
         if self.signals >= KILL_AFTER:
             print(f"\norchestra: killing {len(groups)} member(s); each resumes from its last checkpoint",

@@ -20,7 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from launch.atomic import write_json
 from orchestra.errors import UserError
-from orchestra.job.outcome import DIVERGED_EXIT_CODE, is_preemption, outcome, stops_at_terminate
+from orchestra.job.outcome import (
+    DIVERGED_EXIT_CODE,
+    interrupts_held,
+    is_preemption,
+    outcome,
+    stops_at_terminate,
+)
 from orchestra.jobstate.costs import attempt_costs
 from orchestra.jobstate.job_dir import JobDir
 from orchestra.jobstate.results import EVALUATION_PROTOCOL, Results, UnreadableResults, read_results
@@ -209,14 +215,15 @@ def run_job(path: Path | str) -> Results:
             results.pop("error")  # last.ckpt is safe; the scheduler (or `orchestra resume`) restarts it
         raise
     finally:
-        results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
-        results["finished_at"] = _now()
-        try:
-            results.update(attempt_costs(OmegaConf.to_container(cfg.trainer, resolve=True),
-                                         time.monotonic() - started, results))
-        except Exception as err:  # bookkeeping must never hide the real outcome or cost the results file
-            results["costs_error"] = f"{type(err).__name__}: {err}"
-        save()
+        with interrupts_held(results.get("state") == "INTERRUPTED"):
+            results["wall_time_s"] = round(wall_before + time.monotonic() - started, 3)
+            results["finished_at"] = _now()
+            try:
+                results.update(attempt_costs(OmegaConf.to_container(cfg.trainer, resolve=True),
+                                             time.monotonic() - started, results))
+            except Exception as err:  # bookkeeping must never hide the real outcome or cost the results file
+                results["costs_error"] = f"{type(err).__name__}: {err}"
+            save()
     return results
 
 

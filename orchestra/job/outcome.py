@@ -69,3 +69,17 @@ def stops_at_terminate() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def interrupts_held(held: bool) -> Iterator[None]:
+    """While an attempt that is ending INTERRUPTED writes its results, more SIGINTs only repeat the request: they
+    are ignored until the block ends (main thread only), so a second Ctrl+C cannot cut the results file short."""
+    if not held or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -64,6 +64,11 @@ def _signal_once_started(root: Path, process: subprocess.Popen[str], signum: int
     raise AssertionError("the sweep never started its first member")
 
 
+def _logs(sweep_dir: Path) -> dict[str, str]:
+    """The end of every member's log, for a failure message (what each attempt said last)."""
+    return {path.parent.name: path.read_text(errors="replace")[-1500:] for path in sweep_dir.glob("*/log.txt")}
+
+
 def _csv_rows(job_dir: Path) -> list[dict[str, str]]:
     path = job_dir / "csv" / "metrics.csv"
     if not path.exists():
@@ -133,7 +138,7 @@ def test_interrupted_sweep_saves_stops_cleanly_and_resumes_exactly(tmp_path, uni
 
     for case in CASES:
         sweep_dir = _sweep_dir(tmp_path / case)
-        assert resumes[case].returncode == 0, (case, resumed_outputs[case][-3000:])
+        assert resumes[case].returncode == 0, (case, resumed_outputs[case][-3000:], _logs(sweep_dir))
         members = read_json(sweep_dir / "sweep.json")["members"]
         assert [m["state"] for m in members] == ["COMPLETED", "COMPLETED"], case
         for seed, member in zip(SEEDS, members, strict=True):
