@@ -7,12 +7,27 @@ from method_zoo.errors import MethodError
 from method_zoo.forwards import (
     barlow_twins_forward,
     byol_forward,
+    dino_forward,
+    mocov2_forward,
+    mocov3_forward,
     nnclr_forward,
     simclr_forward,
+    simsiam_forward,
     supervised_forward,
+    swav_forward,
     vicreg_forward,
 )
-from method_zoo.losses import BarlowTwinsLoss, BYOLLoss, NTXEntLoss, VICRegLoss
+from method_zoo.losses import (
+    BarlowTwinsLoss,
+    BYOLLoss,
+    DINOLoss,
+    InfoNCELoss,
+    NTXEntLoss,
+    SimSiamLoss,
+    SwAVLoss,
+    VICRegLoss,
+    sinkhorn_knopp,
+)
 from method_zoo.queue import FeatureQueue
 from method_zoo.requirements import require_attributes
 from method_zoo.teacher_student import TeacherStudentWrapper
@@ -21,6 +36,16 @@ from method_zoo.views import split_views
 __all__ = [
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "DINOLoss",
+    "InfoNCELoss",
+    "SimSiamLoss",
+    "SwAVLoss",
+    "dino_forward",
+    "mocov2_forward",
+    "mocov3_forward",
+    "simsiam_forward",
+    "sinkhorn_knopp",
+    "swav_forward",
     "FeatureQueue",
     "MethodError",
     "NTXEntLoss",

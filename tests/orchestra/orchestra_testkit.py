@@ -40,6 +40,14 @@ SMALL_HEADS = {
     "vicreg": ["module.hparams.proj_dim=64"],
     "barlow_twins": ["module.hparams.proj_dim=64"],
     "supervised": [],
+    "mocov2": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32",
+               "module.hparams.queue_size=128"],
+    "mocov3": ["module.hparams.proj_hidden_dim=64", "module.hparams.pred_hidden_dim=64",
+               "module.hparams.projection_dim=32"],
+    "simsiam": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32",
+                "module.hparams.pred_hidden_dim=16"],
+    "dino": ["module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32", "module.hparams.prototypes=256"],
+    "swav": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32", "module.hparams.prototypes=30"],
 }
 
 

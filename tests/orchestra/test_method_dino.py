@@ -17,10 +17,9 @@ from orchestra.config.compose import compose
 from orchestra.job.body import run_job
 from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
-# The method's own data section (4 local crops of 14 px, the dino_digits preset) is repeated here because the data
-# group, composed after the method group, currently overrides it (see the xfail below). Narrow head: CPU time.
-DINO = ["method=dino", "data.local_views=4", "data.local_size=14", "data.augment=dino_digits",
-        "module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32", "module.hparams.prototypes=256"]
+# The method brings its own data section (4 local crops, the dino preset of the dataset). Narrow head: CPU time.
+DINO = ["method=dino", "module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32",
+        "module.hparams.prototypes=256"]
 TWO_EPOCHS = "trainer.max_epochs=2"  # epoch 0 with the prototypes frozen, epoch 1 training them
 
 
@@ -86,8 +85,8 @@ def test_dino_without_local_crops_is_one_line(tmp_path, capsys):
     assert error == ["error: dino_forward needs local crops: set data.local_views=6 (and data.local_size)"], error
 
 
-@pytest.mark.xfail(strict=True, reason="conf/config.yaml composes the data group after the method group, so "
-                   "conf/method/dino.yaml's data section (local_views, augment) is overridden by data/mnist10k.yaml")
 def test_method_dino_alone_brings_its_local_crops():
     data = compose(["method=dino"]).data
-    assert (data.local_views, data.augment) == (4, "dino_digits")
+    assert (data.local_views, data.local_size, data.augment) == (4, 14, "dino_digits")
+    data = compose(["method=dino", "data=cifar10"]).data  # the dataset keeps its crop size and its image family
+    assert (data.local_views, data.local_size, data.augment) == (4, 16, "dino_natural")

@@ -17,9 +17,8 @@ from orchestra.config.compose import compose
 from orchestra.job.body import run_job
 from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
-# data.local_views is set here: the data group, composed after the method group, overrides the method's data
-# section (see the xfail below). Two epochs, so the prototypes are frozen in the first and train in the second,
-# and the queue (two steps of 64 images x 2 global views) is full and in use in the second.
+# Two local crops instead of the method's 4 (CPU time). Two epochs, so the prototypes are frozen in the first and
+# train in the second, and the queue (two steps of 64 images x 2 global views) is full and in use in the second.
 SWAV = ["method=swav", *TINY, "trainer.max_epochs=2", "data.local_views=2", "module.hparams.proj_hidden_dim=64",
         "module.hparams.projection_dim=32", "module.hparams.prototypes=30", "module.hparams.queue_length=256",
         "module.hparams.queue_start_epoch=1"]
@@ -93,7 +92,5 @@ def test_wrong_settings_are_one_line(tmp_path, capsys, override, says):
     assert "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason="conf/config.yaml composes the data group after the method group, so "
-                   "conf/method/swav.yaml's data.local_views is overridden by data/mnist10k.yaml's 0")
 def test_method_swav_alone_brings_its_local_crops():
     assert compose(["method=swav"]).data.local_views == 4
