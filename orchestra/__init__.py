@@ -16,6 +16,7 @@ _PUBLIC = {
     "SmallCNN": "orchestra.model.backbones",
     "from_torchvision": "orchestra.model.backbones",
     "from_timm": "orchestra.model.backbones",
+    "VisionTransformer": "orchestra.model.vit",
 }
 
 __all__ = sorted(_PUBLIC)
