@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from orchestra_testkit import read_json, tiny_overrides, train_in_process
 
 from orchestra.model.vit import VisionTransformer
@@ -147,5 +148,7 @@ def test_one_epoch_with_vit_tiny(tmp_path, method):
     metrics = results["metrics"]
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["knn/top1"] <= 1.0 and 0.0 <= metrics["probe/top1"] <= 1.0
-    config = (job_dir / "config.yaml").read_text()
-    assert "orchestra.model.vit.VisionTransformer" in config
+    config = OmegaConf.load(job_dir / "config.yaml")
+    assert config.backbone._target_ == "orchestra.model.vit.VisionTransformer"
+    if method == "dino":  # the local crops went through the ViT at 14 px, a 2x2 grid of the base 4x4
+        assert config.data.local_views > 0 and config.data.local_size == 14
