@@ -152,3 +152,14 @@ def test_one_epoch_with_vit_tiny(tmp_path, method):
     assert config.backbone._target_ == "orchestra.model.vit.VisionTransformer"
     if method == "dino":  # the local crops went through the ViT at 14 px, a 2x2 grid of the base 4x4
         assert config.data.local_views > 0 and config.data.local_size == 14
+
+
+def test_bf16_weights_run_at_the_base_and_other_resolutions():
+    """trainer.precision=bf16-true gives bf16 weights and images; the resized positional table must come back in bf16
+    (it is interpolated in float32) or the addition to the bf16 patch tokens would promote them to float32."""
+    vit = _vit().to(torch.bfloat16)
+    for size in (28, 14):
+        tokens = vit.patch_embed_tokens(_images(size=size).to(torch.bfloat16))
+        assert tokens.dtype == torch.bfloat16
+        embedding = vit(_images(size=size).to(torch.bfloat16))
+        assert embedding.dtype == torch.bfloat16 and torch.isfinite(embedding.float()).all()
