@@ -47,6 +47,7 @@ SMALL_HEADS = {
     "simsiam": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32",
                 "module.hparams.pred_hidden_dim=16"],
     "dino": ["module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32", "module.hparams.prototypes=256"],
+    "mae": ["backbone=vit_tiny"],
     "swav": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32", "module.hparams.prototypes=30"],
 }
 
