@@ -9,6 +9,7 @@ in place, so parameter names, state-dict keys and checkpoints are the same as wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,6 +56,23 @@ def sharding_units(module: nn.Module) -> list[nn.Module]:
     return units
 
 
+def transformer_blocks(unit: nn.Module) -> list[nn.Module]:
+    """The blocks of a ViT-like network (a ``blocks`` ModuleList), each its own FSDP unit; none for other nets."""
+    blocks = getattr(unit, "blocks", None)
+    return list(blocks) if isinstance(blocks, nn.ModuleList) else []
+
+
+def shard(module: nn.Module, mesh: Any, reshard_after_forward: bool) -> None:
+    """FSDP2 ``fully_shard`` on every sharding unit; a transformer's blocks first, one by one, so each is gathered
+    only while it runs and peak memory holds one block's full parameters, not the whole encoder's."""
+    from torch.distributed.fsdp import fully_shard
+
+    for unit in sharding_units(module):
+        for block in transformer_blocks(unit):
+            fully_shard(block, mesh=mesh, reshard_after_forward=reshard_after_forward)
+        fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward)
+
+
 def configure(module, plan: ParallelPlan | None, channels_last: bool, compile_backbone: bool) -> None:
     """Apply the plan and the switches to a Lightning module whose trainer (and device mesh) already exist."""
     plan = plan or ParallelPlan()
@@ -71,11 +89,7 @@ def configure(module, plan: ParallelPlan | None, channels_last: bool, compile_ba
         for network in backbone_networks(module):
             network.to(memory_format=torch.channels_last)
     if plan.fsdp:
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = module.device_mesh["data_parallel"]
-        for unit in sharding_units(module):
-            fully_shard(unit, mesh=mesh, reshard_after_forward=plan.reshard_after_forward)
+        shard(module, module.device_mesh["data_parallel"], plan.reshard_after_forward)
     if compile_backbone:
         for network in backbone_networks(module):
             network.compile()

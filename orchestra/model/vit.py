@@ -126,15 +126,19 @@ class VisionTransformer(nn.Module):
         """[B, 1 + K, D]: the final-norm tokens, CLS first, of the patches in ``keep`` ([B, K] indices; None: all).
 
         Dropped patches are removed before attention, so they cost nothing and influence nothing (MAE's encoder).
+        Goes through ``__call__``: FSDP2 gathers a sharded module's own parameters (patch projection, positional
+        embeddings, final norm) in its forward hooks, which a plain method call would skip.
         """
+        return self(x, keep=keep, all_tokens=True)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None, all_tokens: bool = False) -> torch.Tensor:
+        """[B, D]: the [CLS] embedding after the final norm (what probes and kNN read); ``all_tokens``: every token,
+        as ``tokens`` gives them."""
         patches = self.patch_embed_tokens(x)
         if keep is not None:
             patches = torch.gather(patches, 1, keep.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
         sequence = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
         for block in self.blocks:
             sequence = block(sequence)
-        return self.norm(sequence)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, D]: the [CLS] embedding after the final norm (what probes and kNN read)."""
-        return self.tokens(x)[:, 0]
+        sequence = self.norm(sequence)
+        return sequence if all_tokens else sequence[:, 0]

@@ -27,7 +27,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fsdp")
     dirs = {}
     runs = [("simclr", "stopped"), ("simclr", "signalled"), ("simclr", "straight"), ("byol", "stopped"),
-            ("byol", "straight")]
+            ("byol", "straight"), ("mae", "stopped"), ("mae", "straight")]  # mae: vit_tiny, blocks sharded one by one
     for method, kind in runs:
         cfg = compose(tiny_overrides(root, method, *FSDP))
         if kind in STOPS:
@@ -51,7 +51,8 @@ def _sharded_state(job_dir, tmp_path) -> dict[str, torch.Tensor]:
     return torch.load(merged, weights_only=False)["state_dict"]
 
 
-@pytest.mark.parametrize(("method", "kind"), [("simclr", "stopped"), ("byol", "stopped"), ("simclr", "signalled")])
+@pytest.mark.parametrize(("method", "kind"),
+                         [("simclr", "stopped"), ("byol", "stopped"), ("simclr", "signalled"), ("mae", "stopped")])
 def test_fsdp_member_resumed_from_sharded_checkpoint_equals_uninterrupted(runs, method, kind, tmp_path):
     """stopped: both ranks stop after epoch 1. signalled: only rank 1 gets SIGUSR2 mid-epoch; both ranks must agree
     to save at the same batch (the save is collective) and resume mid-epoch.
