@@ -105,7 +105,24 @@ def _optim_problems(cfg: dict) -> list[str]:
     if rule != MISSING and rule not in RULES:
         problems.append(f"optim.lr_scaling={rule!r} is not a rule; use one of: {', '.join(RULES)}")
     problems += _param_group_problems(optim.get("param_groups"), cfg.get("module"))
+    problems += _vit_optim_problems(optim)
     return [p for p in problems if p]
+
+
+def _vit_optim_problems(optim: dict) -> list[str]:
+    """``optim.no_decay`` (true, false or a list of rules) and ``optim.weight_decay_end`` (null or a number at least
+    0); whether a rule matches a parameter only the built Module can tell."""
+    problems = []
+    rules = optim.get("no_decay", False)
+    if rules not in (None, True, False, MISSING) and not (
+            isinstance(rules, list) and rules and all(isinstance(r, str) and r for r in rules)):
+        problems.append(f"optim.no_decay must be true, false or a list of rules, got {rules!r}; "
+                        f"set e.g. optim.no_decay=[1d,pos_embed,cls_token]")
+    end = optim.get("weight_decay_end")
+    if end is not None and end != MISSING and (_real(end) is None or end < 0):
+        problems.append(f"optim.weight_decay_end must be null (constant) or a number at least 0, got {end!r}; "
+                        f"set e.g. optim.weight_decay_end=0.4")
+    return problems
 
 
 def _param_group_problems(groups: Any, module: Any) -> list[str]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from method_zoo import TeacherStudentWrapper
 from orchestra.errors import UserError
+from orchestra.model import optim as optimizers
 from orchestra.model.optim import build_optimizer, build_scheduler, named_param_groups
 
 DEFAULT_OPTIM = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "warmup_epochs": 0, "min_lr_ratio": 0.0}
@@ -146,8 +147,19 @@ class Module(pl.LightningModule):
         self._teachers = [part for part in self.modules() if isinstance(part, TeacherStudentWrapper)]
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, *args: Any, **kwargs: Any) -> None:
+        end = self.optim.get("weight_decay_end")
+        if end is not None:
+            # Set here, before the step it is for, from the global step alone: a resume (mid-epoch too) continues
+            # the same values, whatever the checkpointed groups held. Only the groups configure_optimizers marked.
+            start, step = float(self.optim["weight_decay"]), self.trainer.global_step
+            decay = optimizers.cosine_weight_decay(start, float(end), step, self._total_steps)
+            for index in self._scheduled_decay:
+                optimizer.param_groups[index]["weight_decay"] = decay
+            every = max(1, int(self.trainer.log_every_n_steps or 1))
+            if (self.trainer.global_step + 1) % every == 0 or batch_idx + 1 >= self.trainer.num_training_batches:
+                self.log("optim/weight_decay", decay)
+        super().optimizer_step(epoch, batch_idx, optimizer, *args, **kwargs)
         # After the real optimizer step only, so gradient accumulation does not run the EMA schedule faster.
         for teacher in self._teachers:
             teacher.update_teacher(self.trainer.global_step + 1, self._total_steps)
@@ -164,6 +176,12 @@ class Module(pl.LightningModule):
         taken = {id(p) for p in self.evaluators.parameters()} | {id(p) for group in named for p in group["params"]}
         main = [p for p in self.parameters() if p.requires_grad and id(p) not in taken]
         groups: list[dict] = [{"params": main}, *named]
+        # The weight-decay schedule drives the groups whose decay is optim.weight_decay: the main group and named
+        # groups without a weight_decay of their own (never no-decay or evaluator groups). Kept by position here,
+        # not as a group key, since loading a checkpoint replaces the groups' keys with the saved ones.
+        self._scheduled_decay = [i for i, group in enumerate(groups) if "weight_decay" not in group]
+        # optim.no_decay moves biases, norms and tokens to weight-decay-0 groups after these (main stays first)
+        groups = optimizers.split_no_decay(self, groups, self.optim.get("no_decay"))
         for evaluator in self.evaluators.values():
             params = [p for p in evaluator.parameters() if p.requires_grad]
             if params:

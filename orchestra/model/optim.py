@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -152,3 +153,63 @@ def named_param_groups(root: nn.Module, specs: Sequence[Mapping[str, Any]]) -> l
         group.update({key: float(spec[key]) for key in ("lr", "weight_decay") if spec.get(key) is not None})
         groups.append(group)
     return groups
+
+
+# ``optim.no_decay: true`` means these rules: every 1-D tensor (biases, norm weights) and the ViT tokens and position
+# embeddings, whose decay towards zero only hurts (the DeiT/DINO/MAE recipes all exempt them).
+NO_DECAY_DEFAULT = ("1d", "pos_embed", "cls_token", "mask_token")
+
+
+def no_decay_rules(setting: Any) -> tuple[list[str], bool]:
+    """The rules ``optim.no_decay`` asks for and whether each named rule must match a parameter (only rules the user
+    listed: the ``true`` shorthand names tokens a CNN lacks)."""
+    if setting is None or setting is False:
+        return [], False
+    if setting is True:
+        return list(NO_DECAY_DEFAULT), False
+    rules = [setting] if isinstance(setting, str) else setting
+    if not isinstance(rules, Sequence) or not rules or not all(isinstance(r, str) and r for r in rules):
+        raise UserError(f"optim.no_decay must be true, false or a list of rules like [1d, pos_embed], got {setting!r}")
+    return list(rules), True
+
+
+def _exempt(name: str, param: nn.Parameter, rules: Sequence[str]) -> bool:
+    """``1d`` takes every tensor of at most one dimension; any other rule is a parameter name (its last dotted
+    component, so ``pos_embed`` finds ``backbone.pos_embed``) or a glob over the full name (``backbone.blocks.0.*``)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return any(param.ndim <= 1 if rule == "1d" else leaf == rule or fnmatch.fnmatchcase(name, rule) for rule in rules)
+
+
+def split_no_decay(root: nn.Module, groups: list[dict], setting: Any) -> list[dict]:
+    """Each group's exempt parameters move to a group of their own with ``weight_decay`` 0 and the parent's other
+    options (lr, fixed_lr), appended after all of ``groups`` so the decaying groups keep their positions (the main
+    group stays first). A parameter stays in exactly one group: it is moved, never copied. Empty no-decay groups
+    are left out; ``groups`` comes back unchanged when the setting is off."""
+    rules, must_match = no_decay_rules(setting)
+    if not rules:
+        return groups
+    names = {id(p): name for name, p in root.named_parameters()}
+    matched: set[str] = set()
+    decaying, exempt = [], []
+    for group in groups:
+        keep, move = [], []
+        for param in group["params"]:
+            name = names.get(id(param), "")
+            hits = [rule for rule in rules if _exempt(name, param, [rule])]
+            matched.update(hits)
+            (move if hits else keep).append(param)
+        decaying.append({**group, "params": keep})
+        if move:
+            name = f"{group['name']}/no_decay" if group.get("name") else "no_decay"
+            exempt.append({**group, "params": move, "name": name, "weight_decay": 0.0, "no_decay": True})
+    unmatched = [rule for rule in rules if rule not in matched and rule != "1d"] if must_match else []
+    if unmatched:
+        raise UserError(f"optim.no_decay: {', '.join(map(repr, unmatched))} matches no trainable parameter; a rule "
+                        f"is 1d, a parameter name such as pos_embed, or a glob over full names such as backbone.*.bias")
+    return decaying + exempt
+
+
+def cosine_weight_decay(start: float, end: float, step: int, total_steps: int) -> float:
+    """DINO's weight-decay schedule: cosine from ``start`` at step 0 to ``end`` at ``total_steps``."""
+    progress = min(1.0, step / max(1, total_steps))
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
