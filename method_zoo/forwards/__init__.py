@@ -3,6 +3,7 @@
 from method_zoo.forwards.barlow_twins import barlow_twins_forward
 from method_zoo.forwards.byol import byol_forward
 from method_zoo.forwards.dino import dino_forward
+from method_zoo.forwards.ijepa import ijepa_forward
 from method_zoo.forwards.mae import mae_forward
 from method_zoo.forwards.mocov2 import mocov2_forward
 from method_zoo.forwards.mocov3 import mocov3_forward
@@ -17,6 +18,7 @@ __all__ = [
     "barlow_twins_forward",
     "byol_forward",
     "dino_forward",
+    "ijepa_forward",
     "mae_forward",
     "mocov2_forward",
     "mocov3_forward",

@@ -48,6 +48,7 @@ SMALL_HEADS = {
                 "module.hparams.pred_hidden_dim=16"],
     "dino": ["module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32", "module.hparams.prototypes=256"],
     "mae": ["backbone=vit_tiny"],
+    "ijepa": ["backbone=vit_tiny"],
     "swav": ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32", "module.hparams.prototypes=30"],
 }
 

@@ -9,7 +9,7 @@ import torch
 from orchestra_testkit import read_json, tiny_overrides, train_in_process
 
 METHODS = ("simclr", "nnclr", "byol", "vicreg", "barlow_twins", "supervised", "mocov2", "mocov3", "simsiam", "dino",
-           "swav", "mae")
+           "swav", "mae", "ijepa")
 STEPS_PER_EPOCH = 256 // 64  # TINY: train_limit=256, batch_size=64, drop_last
 
 
