@@ -5,7 +5,8 @@
 - the subpackages of ``orchestra`` import each other without a cycle (every import statement counts, also those
   inside functions; cycles between modules of one subpackage are that subpackage's business);
 - ``orchestra/`` holds only ``__init__.py`` and ``errors.py`` at its top; everything else lives in a subpackage;
-- the CLI's quick commands (``status``, ``report``, ``cancel``, ``--help``) never import torch or Lightning.
+- (the CLI's quick commands never importing torch or Lightning is run for real in
+  tests/orchestra/test_cli_commands.py.)
 
 Every violation is reported as one line naming the file, the line and the import. ARCHITECTURE.md explains the rules.
 """
@@ -13,9 +14,6 @@ Every violation is reported as one line naming the file, the line and the import
 from __future__ import annotations
 
 import ast
-import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -204,47 +202,3 @@ def test_no_import_cycle_between_orchestra_subpackages():
         wider = f" [all of {', '.join(component)} reach each other]" if len(component) > len(cycle) - 1 else ""
         lines.append(f"cycle {' -> '.join(cycle)}: " + "; ".join(hops) + wider)
     _fail("orchestra's subpackages import each other in one direction only", lines)
-
-
-# --- the quick commands stay free of torch ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory) -> Path:
-    """A finished local sweep of one member, from real files: the manifest written by launch.manifest, a results
-    file in the shape orchestra.jobstate.results writes."""
-    from launch import manifest
-
-    sweep_dir = tmp_path_factory.mktemp("runs") / "sweeps" / "2024-01-01_00-00-00"
-    job_dir = sweep_dir / "000-method=simclr"
-    job_dir.mkdir(parents=True)
-    manifest.create(manifest.Sweep(
-        sweep_dir=str(sweep_dir), command=["sweep", "method=simclr", "-m"], launcher="local",
-        created_at=manifest.now(), swept_keys=["method"],
-        members=[manifest.Member(index=0, overrides=["method=simclr"], job_dir=str(job_dir), state="COMPLETED",
-                                 attempts=1, job_ids=[], finished_at=manifest.now())]))
-    (job_dir / "results.json").write_text(json.dumps({
-        "state": "COMPLETED", "method": "simclr", "attempts": 1, "wall_time_s": 12.0, "device_hours": 0.0033,
-        "metrics": {"knn/top1": 0.5, "probe/top1": 0.6},
-        "history": [{"epoch": 0, "trainer/global_step": 10, "knn/top1": 0.5, "probe/top1": 0.6}],
-    }))
-    return sweep_dir
-
-
-@pytest.mark.parametrize("argv", [["status"], ["report"], ["cancel"], ["--help"]], ids=lambda a: a[0])
-def test_quick_commands_never_import_torch(argv, tiny_sweep, tmp_path):
-    """Each command in a fresh interpreter, through the CLI's entry point, on a real sweep directory."""
-    args = argv if argv == ["--help"] else [*argv, str(tiny_sweep)]
-    code = ("import sys; from orchestra.cli import main; code = main(sys.argv[1:]); "
-            "print('HEAVY', 'torch' in sys.modules, 'lightning' in sys.modules); sys.exit(code)")
-    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120, env={**_env(), "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    heavy = [line for line in result.stdout.splitlines() if line.startswith("HEAVY ")]
-    assert heavy == ["HEAVY False False"], f"orchestra {' '.join(argv)} imported (torch, lightning): {heavy}"
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env

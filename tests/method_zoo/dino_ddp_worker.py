@@ -4,11 +4,10 @@ need) on each rank's slice of every global batch, against one process on the who
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.distributed as dist
+from method_zoo_ddp_worker import save_rank_results
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -74,10 +73,5 @@ def train(rank: int, world: int) -> dict[str, torch.Tensor]:
 
 def worker(rank: int, world: int, out_dir: str) -> None:
     """Joins the store the test hosts (MASTER_ADDR/PORT inherited from its environment) and saves its state."""
-    torch.set_num_threads(1)
     os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.save(train(rank, world), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    save_rank_results(rank, world, None, out_dir, lambda: train(rank, world))

@@ -2,13 +2,10 @@
 the ``positional_embedding`` the I-JEPA predictor reads; the step count and images per step are the house DDP
 test's (method_zoo_ddp_worker)."""
 
-import os
-from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from mae_ddp_worker import CHANNELS, DIM, LR, SIZE, StandInViT
-from method_zoo_ddp_worker import IMAGES_PER_STEP, STEPS
+from method_zoo_ddp_worker import IMAGES_PER_STEP, STEPS, save_rank_results
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -63,10 +60,4 @@ def train(rank: int, world: int) -> dict[str, Tensor]:
 
 
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.save(train(rank, world), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    save_rank_results(rank, world, port, out_dir, lambda: train(rank, world))

@@ -2,6 +2,7 @@
 spawned children can import it by a plain module name whatever pytest's import mode is)."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,17 +83,27 @@ def collective_probe(rank: int, world: int) -> dict[str, torch.Tensor]:
     }
 
 
-def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def save_rank_results(rank: int, world: int, port: int | None, out_dir: str, compute: Callable[[], Any]) -> None:
+    """One spawned rank: join the gloo group (at 127.0.0.1:``port``, or with None at the address the test's hosted
+    store put in the inherited environment), save what ``compute`` returns as ``rank<r>.pt``, leave the group."""
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    if port is not None:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        torch.save(compute(), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    def compute() -> dict[str, Any]:
         results: dict[str, Any] = {
             "probe": collective_probe(rank, world),
             "rank": (distributed.rank(), distributed.world_size()),
         }
         for method in METHODS:
             results[method] = train(method, rank, world)
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        return results
+
+    save_rank_results(rank, world, port, out_dir, compute)

@@ -1,12 +1,9 @@
 """MoCo v2 and v3 inside spawned gloo ranks for test_moco.py. Batches, step count and input width are the house DDP
 test's (method_zoo_ddp_worker), so every test splits the same global batches over the ranks in the same way."""
 
-import os
-from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from method_zoo_ddp_worker import D_IN, IMAGES_PER_STEP, STEPS, make_batch
+from method_zoo_ddp_worker import D_IN, IMAGES_PER_STEP, STEPS, make_batch, save_rank_results
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -66,14 +63,7 @@ def train(method: str, rank: int, world: int) -> dict[str, torch.Tensor]:
 
 
 def worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        results = {method: train(method, rank, world) for method in METHODS}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    save_rank_results(rank, world, port, out_dir, lambda: {method: train(method, rank, world) for method in METHODS})
 
 
 __all__ = ["IMAGES_PER_STEP", "METHODS", "QUEUE_LENGTH", "STEPS", "TinyMoCo", "train", "worker"]

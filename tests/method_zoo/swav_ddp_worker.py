@@ -7,11 +7,10 @@ view-major in ``image``, local crops view-major in ``local_image``; rank r holds
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
+from method_zoo_ddp_worker import save_rank_results
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -95,10 +94,5 @@ def sinkhorn_probe(rank: int, world: int) -> dict[str, torch.Tensor]:
 
 def worker(rank: int, world: int, out_dir: str) -> None:
     """Joins the store the test hosts (its address is in the inherited environment) and saves what it computed."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        results = {"sinkhorn": sinkhorn_probe(rank, world), "train": train(rank, world)}
-        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    save_rank_results(rank, world, None, out_dir,
+                      lambda: {"sinkhorn": sinkhorn_probe(rank, world), "train": train(rank, world)})

@@ -112,6 +112,35 @@ def train_in_process(overrides: list[str]) -> Path:
     return only_job_dir(Path(output_root))
 
 
+def signal_at(epoch: int, batch: int, signum: int = 12) -> list[str]:
+    """Overrides adding a ``kill`` callback that sends ``signum`` (default SIGUSR2) at that batch (SignalAtBatch)."""
+    return ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", f"+callbacks.kill.epoch={epoch}",
+            f"+callbacks.kill.batch={batch}", f"+callbacks.kill.signum={int(signum)}"]
+
+
+def train_preempted(overrides: list[str]) -> Path:
+    """``orchestra train`` that a ``signal_at`` callback stops: asserts the preempted exit code, returns the job dir."""
+    import pytest
+
+    from orchestra.cli import main
+    from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
+
+    output_root = next(o.split("=", 1)[1] for o in overrides if o.startswith("output_root="))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *overrides])
+    assert exit_info.value.code == PREEMPTED_EXIT_CODE
+    return only_job_dir(Path(output_root))
+
+
+def drop_callback(job_dir: Path, name: str = "kill") -> None:
+    """Remove a callback from a job dir's config.yaml, so the next start trains on without it."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(Path(job_dir) / "config.yaml")
+    del config.callbacks[name]
+    (Path(job_dir) / "config.yaml").write_text(OmegaConf.to_yaml(config))
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 

@@ -5,17 +5,14 @@ line."""
 from __future__ import annotations
 
 import math
-import signal
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import TINY, only_job_dir, read_json, train_in_process
+from orchestra_testkit import TINY, drop_callback, read_json, signal_at, train_in_process, train_preempted
 
 from orchestra.cli import main
 from orchestra.config.compose import compose
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 # The method brings its own data section (4 local crops, the dino preset of the dataset). Narrow head: CPU time.
 DINO = ["method=dino", "module.hparams.head_hidden_dim=64", "module.hparams.bottleneck_dim=32",
@@ -51,19 +48,12 @@ def test_dino_trains_end_to_end_with_teacher_and_centre_in_the_checkpoint(whole)
 
 
 def test_signal_in_the_frozen_epoch_resumes_to_exactly_the_uninterrupted_state(whole, tmp_path, capsys):
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=0",
-            "+callbacks.kill.batch=2", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *_overrides(tmp_path, *kill)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
-    job_dir = only_job_dir(tmp_path)
+    job_dir = train_preempted(_overrides(tmp_path, *signal_at(epoch=0, batch=2)))
     assert "at epoch 0 after 2 batches" in capsys.readouterr().out
     saved = _state(job_dir)
     assert saved["dino_loss.center"].abs().sum() > 0  # the centre of the steps already taken travels
 
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     reference = read_json(whole / "results.json")

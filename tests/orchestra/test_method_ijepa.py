@@ -5,19 +5,16 @@ EMA target encoder restored), a CNN backbone is refused in one line, and the pap
 from __future__ import annotations
 
 import math
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import TINY, only_job_dir, read_json, train_in_process
+from orchestra_testkit import TINY, drop_callback, read_json, signal_at, train_in_process, train_preempted
 
 from orchestra.cli import main
 from orchestra.config.compose import compose
 from orchestra.config.validate import config_problems, validation_view
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 
 def overrides(output_root: Path, *extra: str) -> list[str]:
@@ -46,15 +43,8 @@ def test_ijepa_on_vit_tiny_completes_with_finite_metrics(whole):
 
 def test_a_signal_mid_epoch_resumes_exactly(whole, tmp_path):
     reference = read_json(whole / "results.json")
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=1",
-            "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *overrides(tmp_path / "cut", *kill)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
-    job_dir = only_job_dir(tmp_path / "cut")
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    job_dir = train_preempted(overrides(tmp_path / "cut", *signal_at(epoch=1, batch=1)))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     assert resumed["state"] == "COMPLETED" and resumed["attempts"] == 2 and resumed["steps"] == reference["steps"]

@@ -5,17 +5,23 @@ queue shorter than the global batch is refused in one line."""
 from __future__ import annotations
 
 import math
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import TINY, cli_command, only_job_dir, read_json, run_cli, train_in_process
+from orchestra_testkit import (
+    TINY,
+    cli_command,
+    drop_callback,
+    only_job_dir,
+    read_json,
+    run_cli,
+    signal_at,
+    train_in_process,
+    train_preempted,
+)
 
-from orchestra.cli import main
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 METHODS = ("mocov2", "mocov3")
 # Narrow heads; the v2 queue (128 rows by default here) takes two steps of 64 keys to fill and then wraps around.
@@ -59,16 +65,10 @@ def test_a_signal_mid_epoch_resumes_exactly(tmp_path, capsys, method):
     whole = train_in_process(overrides(tmp_path / "whole", method, *two_epochs, queue=320))
     reference = read_json(whole / "results.json")
 
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=1",
-            "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *overrides(tmp_path / "cut", method, *two_epochs, *kill, queue=320)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
-    job_dir = only_job_dir(tmp_path / "cut")
+    job_dir = train_preempted(overrides(tmp_path / "cut", method, *two_epochs, *signal_at(epoch=1, batch=1),
+                                        queue=320))
     assert "at epoch 1 after 1 batches" in capsys.readouterr().out
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     assert resumed["state"] == "COMPLETED" and resumed["attempts"] == 2

@@ -4,17 +4,13 @@ predictor keeps the scaled base lr to the last step while the rest decays, and a
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import TINY, only_job_dir, read_json, train_in_process
+from orchestra_testkit import TINY, drop_callback, read_json, signal_at, train_in_process, train_preempted
 
-from orchestra.cli import main
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 SMALL_HEADS = ["module.hparams.proj_hidden_dim=64", "module.hparams.projection_dim=32",
                "module.hparams.pred_hidden_dim=16"]
@@ -54,20 +50,13 @@ def test_simsiam_trains_above_chance_with_a_fixed_predictor_lr(whole):
 
 def test_a_signal_mid_epoch_resumes_exactly(whole, tmp_path):
     reference = read_json(whole / "results.json")
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=1",
-            "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *overrides(tmp_path / "cut", *kill)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
-    job_dir = only_job_dir(tmp_path / "cut")
+    job_dir = train_preempted(overrides(tmp_path / "cut", *signal_at(epoch=1, batch=1)))
     assert read_json(job_dir / "results.json")["state"] == "PREEMPTED"
     # saved one batch into epoch 1: the main group has decayed, the predictor has not
     main_group, predictor, _ = optimizer_groups(job_dir)
     assert 0 < main_group["lr"] < SCALED_LR and predictor["lr"] == pytest.approx(SCALED_LR)
 
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     assert resumed["state"] == "COMPLETED" and resumed["attempts"] == 2 and resumed["steps"] == reference["steps"]

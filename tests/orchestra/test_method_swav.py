@@ -4,18 +4,15 @@ included), and wrong settings are one line each."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import TINY, only_job_dir, read_json
+from orchestra_testkit import TINY, drop_callback, only_job_dir, read_json, signal_at, train_preempted
 
 from orchestra.cli import main
 from orchestra.config.compose import compose
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 # Two local crops instead of the method's 4 (CPU time). Two epochs, so the prototypes are frozen in the first and
 # train in the second, and the queue (two steps of 64 images x 2 global views) is full and in use in the second.
@@ -54,19 +51,12 @@ def test_swav_trains_on_digits_with_local_crops(whole_run):
 
 
 def test_mid_epoch_preemption_resumes_exactly_with_queue_and_prototypes(whole_run, tmp_path, capsys):
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=1",
-            "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signal.SIGUSR2)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *overrides(tmp_path / "cut", *kill)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
+    job_dir = train_preempted(overrides(tmp_path / "cut", *signal_at(epoch=1, batch=1)))
     assert "at epoch 1 after 1 batches" in capsys.readouterr().out
-    job_dir = only_job_dir(tmp_path / "cut")
     saved = checkpoint_state(job_dir)
     assert int(saved[QUEUE + "filled"]) == 256  # the queue was full and in use when the signal came
 
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     reference = read_json(whole_run / "results.json")

@@ -11,12 +11,9 @@ from __future__ import annotations
 import signal
 
 import pytest
-from omegaconf import OmegaConf
-from orchestra_testkit import only_job_dir, read_json, tiny_overrides, train_in_process
+from orchestra_testkit import drop_callback, read_json, signal_at, tiny_overrides, train_in_process, train_preempted
 
-from orchestra.cli import main
 from orchestra.job.body import run_job
-from orchestra.jobstate.preemption import PREEMPTED_EXIT_CODE
 
 
 @pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM], ids=["SIGUSR2", "SIGTERM"])
@@ -25,20 +22,13 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(tmp_path, capsys, sign
     reference = read_json(train_in_process(tiny_overrides(tmp_path / "whole", "simclr", *method_args))
                           / "results.json")
 
-    kill = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=1",
-            "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signum)}"]
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *tiny_overrides(tmp_path / "cut", "simclr", *method_args, *kill)])
-    assert exit_info.value.code == PREEMPTED_EXIT_CODE
-    job_dir = only_job_dir(tmp_path / "cut")
+    job_dir = train_preempted(tiny_overrides(tmp_path / "cut", "simclr", *method_args, *signal_at(1, 1, signum)))
     log = capsys.readouterr().out
     assert "saved" in log and "at epoch 1 after 1 batches" in log  # saved before the batch it interrupted
     first = read_json(job_dir / "results.json")
     assert first["state"] == "PREEMPTED" and first["attempts"] == 1
 
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     resumed = run_job(job_dir)
 
     assert resumed["state"] == "COMPLETED" and resumed["attempts"] == 2

@@ -18,8 +18,15 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from omegaconf import OmegaConf
-from orchestra_testkit import only_job_dir, read_json, tiny_overrides, train_in_process
+from orchestra_testkit import (
+    drop_callback,
+    only_job_dir,
+    read_json,
+    signal_at,
+    tiny_overrides,
+    train_in_process,
+    train_preempted,
+)
 
 from orchestra.callbacks.divergence import Diverged, DivergenceGuard
 from orchestra.cli import main
@@ -29,8 +36,7 @@ from orchestra.job.body import run_job
 from orchestra.jobstate.job_dir import prepare_job_dir
 
 EPOCHS = "trainer.max_epochs=3"
-PREEMPT_IN_EPOCH_2 = ["+callbacks.kill._target_=orchestra_testkit.SignalAtBatch", "+callbacks.kill.epoch=2",
-                      "+callbacks.kill.batch=1", f"+callbacks.kill.signum={int(signal.SIGTERM)}"]
+PREEMPT_IN_EPOCH_2 = signal_at(epoch=2, batch=1, signum=signal.SIGTERM)
 
 
 def _snapshot(job_dir: Path) -> dict[str, bytes]:
@@ -50,13 +56,9 @@ def _truncate(path: Path) -> bytes:
 
 def _preempted_run(root: Path, capsys) -> Path:
     """A run stopped by SIGTERM at epoch 2 batch 1: last.ckpt saved there, previous.ckpt from epoch 1's end."""
-    with pytest.raises(SystemExit):
-        main(["train", *tiny_overrides(root, "simclr", EPOCHS, "logger=csv", *PREEMPT_IN_EPOCH_2)])
+    job_dir = train_preempted(tiny_overrides(root, "simclr", EPOCHS, "logger=csv", *PREEMPT_IN_EPOCH_2))
     capsys.readouterr()
-    job_dir = only_job_dir(root)
-    config = OmegaConf.load(job_dir / "config.yaml")
-    del config.callbacks["kill"]
-    (job_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    drop_callback(job_dir)
     return job_dir
 
 
