@@ -28,7 +28,7 @@ from orchestra.job.outcome import (
     stops_at_terminate,
 )
 from orchestra.jobstate.costs import attempt_costs
-from orchestra.jobstate.job_dir import JobDir
+from orchestra.jobstate.job_dir import JobDir, unreadable_aside
 from orchestra.jobstate.results import EVALUATION_PROTOCOL, Results, UnreadableResults, read_results
 
 
@@ -159,20 +159,11 @@ def _previous_results(path: Path) -> Results:
     except UnreadableResults as err:
         if not is_rank_zero():
             return {}
-        aside = _aside_path(path)
+        aside = unreadable_aside(path)
         os.replace(path, aside)
         print(f"warning: {err}; moved it to {aside.name} and started a new results file (the checkpoint, if any, "
               f"still resumes training)", flush=True)
         return {}
-
-
-def _aside_path(path: Path) -> Path:
-    """A name beside ``path`` that no earlier moved-aside file has."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}"), 1
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}-{n}"), n + 1
-    return candidate
 
 
 def run_job(path: Path | str) -> Results:

@@ -62,6 +62,15 @@ class JobDir:
                             ) from None
 
 
+def unreadable_aside(path: Path) -> Path:
+    """Where an unreadable file (results, checkpoint) is moved, kept beside ``path``: a name no earlier one has."""
+    when = datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate, n = path.with_name(f"{path.name}.unreadable-{when}"), 1
+    while candidate.exists() or candidate.is_symlink():
+        candidate, n = path.with_name(f"{path.name}.unreadable-{when}-{n}"), n + 1
+    return candidate
+
+
 def stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")
 

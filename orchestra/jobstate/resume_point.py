@@ -9,11 +9,10 @@ choice from the same files; only rank zero moves anything.
 from __future__ import annotations
 
 import os
-import time
 import zipfile
 from pathlib import Path
 
-from orchestra.jobstate.job_dir import JobDir
+from orchestra.jobstate.job_dir import JobDir, unreadable_aside
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -36,14 +35,6 @@ def checkpoint_problem(path: Path) -> str | None:
     return None
 
 
-def _aside(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}"), 1
-    while candidate.exists() or candidate.is_symlink():
-        candidate, n = path.with_name(f"{path.name}.unreadable-{stamp}-{n}"), n + 1
-    return candidate
-
-
 def resume_point(job_dir: JobDir, rank_zero: bool) -> Path | None:
     """The readable checkpoint to resume from; unreadable ones on the way are moved aside (by rank zero)."""
     moved = []
@@ -57,7 +48,7 @@ def resume_point(job_dir: JobDir, rank_zero: bool) -> Path | None:
             return candidate
         moved.append(candidate)
         if rank_zero:
-            aside = _aside(candidate)
+            aside = unreadable_aside(candidate)
             os.replace(candidate, aside)
             print(f"warning: {candidate} is unreadable ({problem}); moved it to {aside.name}", flush=True)
     if moved:
