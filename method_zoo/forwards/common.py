@@ -5,6 +5,7 @@ L > 0, the local crops in ``local_image`` (``[L*N, C, h, w]``, view-major) with 
 "Batch contract" section is the user-facing statement of this.
 """
 
+import math
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
@@ -103,3 +104,27 @@ def split_crops(
 def embed(module: nn.Module, batch: dict[str, Any], method: str, stage: str) -> dict[str, Any]:
     """Run ``module.backbone`` on the images and start the output dict."""
     return base_outputs(module.backbone(images(batch, method, stage)), batch)
+
+
+def attached_trainer(module: nn.Module) -> Any:
+    try:
+        return getattr(module, "trainer", None)
+    except RuntimeError:  # a LightningModule not attached to a Trainer raises instead of returning None
+        return None
+
+
+def training_progress(module: nn.Module) -> tuple[int, float]:
+    """``(epoch, fractional epoch)`` from the module's trainer: ``global_step / optimizer steps per epoch``.
+
+    Read from the trainer rather than counted here, so a run resumed mid-epoch continues the schedules exactly where
+    they stopped. Without a trainer (a bare module) training is taken to be at its start.
+    """
+    trainer = attached_trainer(module)
+    if trainer is None:
+        return 0, 0.0
+    epoch = int(trainer.current_epoch)
+    batches = float(trainer.num_training_batches)
+    if not math.isfinite(batches) or batches < 1:
+        return epoch, float(epoch)
+    steps_per_epoch = math.ceil(batches / max(1, int(trainer.accumulate_grad_batches)))
+    return epoch, int(trainer.global_step) / steps_per_epoch

@@ -1,13 +1,19 @@
 """DINO (Caron et al., ICCV 2021): a student matches its EMA teacher's centred, sharpened output across crops."""
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
 from method_zoo.errors import MethodError
-from method_zoo.forwards.common import base_outputs, images, multi_crop_views, split_crops
+from method_zoo.forwards.common import (
+    attached_trainer,
+    base_outputs,
+    images,
+    multi_crop_views,
+    split_crops,
+    training_progress,
+)
 from method_zoo.requirements import require_attributes
 from method_zoo.teacher_student import TeacherStudentWrapper
 from method_zoo.views import split_views
@@ -22,33 +28,9 @@ def _require_wrapped(module: nn.Module, names: tuple[str, ...]) -> None:
                               f"(pass {name}=method_zoo.TeacherStudentWrapper(<network>) to orchestra.Module)")
 
 
-def _trainer(module: nn.Module) -> Any:
-    try:
-        return getattr(module, "trainer", None)
-    except RuntimeError:  # a LightningModule not attached to a Trainer raises instead of returning None
-        return None
-
-
-def training_progress(module: nn.Module) -> tuple[int, float]:
-    """``(epoch, fractional epoch)`` from the module's trainer: ``global_step / optimizer steps per epoch``.
-
-    Read from the trainer rather than counted here, so a run resumed mid-epoch continues the schedules exactly where
-    they stopped. Without a trainer (a bare module) training is taken to be at its start.
-    """
-    trainer = _trainer(module)
-    if trainer is None:
-        return 0, 0.0
-    epoch = int(trainer.current_epoch)
-    batches = float(trainer.num_training_batches)
-    if not math.isfinite(batches) or batches < 1:
-        return epoch, float(epoch)
-    steps_per_epoch = math.ceil(batches / max(1, int(trainer.accumulate_grad_batches)))
-    return epoch, int(trainer.global_step) / steps_per_epoch
-
-
 def _record(module: nn.Module, name: str, value: float, batch_size: int) -> None:
     """Log a schedule's value on the steps the loggers write (every self.log costs host time)."""
-    trainer = _trainer(module)
+    trainer = attached_trainer(module)
     if trainer is None or not callable(getattr(module, "log", None)):
         return
     if (int(trainer.global_step) + 1) % max(1, int(trainer.log_every_n_steps or 1)) == 0:

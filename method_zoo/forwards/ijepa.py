@@ -12,8 +12,7 @@ from torch import nn
 from method_zoo.block_masking import BlockIndices, batch_indices, block_masks, min_counts
 from method_zoo.distributed import is_distributed
 from method_zoo.errors import MethodError
-from method_zoo.forwards.common import base_outputs, images
-from method_zoo.forwards.dino import training_progress
+from method_zoo.forwards.common import base_outputs, images, training_progress
 from method_zoo.losses.ijepa import IJEPALoss
 from method_zoo.parts.ijepa import gather_rows
 from method_zoo.requirements import require_attributes, require_batch_keys

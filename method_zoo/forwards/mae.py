@@ -7,8 +7,7 @@ from typing import Any
 from torch import nn
 
 from method_zoo.errors import MethodError
-from method_zoo.forwards.common import base_outputs, images
-from method_zoo.forwards.dino import training_progress
+from method_zoo.forwards.common import base_outputs, images, training_progress
 from method_zoo.losses.mae import MAELoss
 from method_zoo.masking import random_masking
 from method_zoo.requirements import require_attributes, require_batch_keys

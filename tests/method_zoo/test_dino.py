@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from method_zoo import MethodError, TeacherStudentWrapper
-from method_zoo.forwards.dino import dino_forward, training_progress
+from method_zoo.forwards.common import training_progress
+from method_zoo.forwards.dino import dino_forward
 from method_zoo.losses.dino import DINOLoss
 from method_zoo.parts.dino import DINOHead
 
