@@ -16,21 +16,10 @@ from torch.utils.data import Dataset
 from orchestra.data.augment import PRESETS, AugmentSpec, Recipe
 from orchestra.data.batches import LOCAL_STREAM, BatchKey, _generator, _local
 from orchestra.data.checks import Folders, inspect_imagefolder
+from orchestra.data.decode import UnreadableImage, unreadable  # noqa: F401 (UnreadableImage: its old home)
 from orchestra.errors import UserError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class UnreadableImage(UserError):
-    """An image file PIL cannot decode. The message stays one line even when raised in a DataLoader worker."""
-
-    def __init__(self, message: str) -> None:
-        # DataLoader re-raises a worker's exception as type("Caught ... in DataLoader worker process N.\nOriginal
-        # Traceback ..."), whose last line is "<module>.UnreadableImage: <our line>"; keep only our line.
-        if "\n" in message:
-            last = message.strip().splitlines()[-1]
-            message = last.partition(f"{type(self).__name__}: ")[2] or last
-        super().__init__(message)
 
 
 def load_folders(data: dict) -> Folders:
@@ -51,8 +40,7 @@ def load_rgb(path: str):
         with Image.open(path) as image:
             return image.convert("RGB")  # convert decodes every pixel: a truncated file fails here, not later
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UnreadableImage(f"cannot read image {path} ({err}); replace or delete the file "
-                              f"(data.verify_images checks headers before a run)") from None
+        raise unreadable(path, err) from None
 
 
 def view_transform(size: int, spec: AugmentSpec | None = None):
