@@ -8,9 +8,11 @@ one line naming the file, even when raised inside a DataLoader worker.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
@@ -18,10 +20,16 @@ from torchvision.transforms.v2 import functional as TF
 
 from orchestra.errors import UserError
 
-# torchvision 0.29 marks its decoders deprecated in favour of TorchCodec and warns on every call; the decoders are
-# what this module is for, and a warning per image would drown the run's log.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec and warns on every call; the decoders are
+    # what this module is for, and a warning per image would drown the run's log (a module-wide filter would not
+    # survive pytest's or a caller's own warning filters).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                                category=DeprecationWarning)
+        yield
 
 FIX = "replace or delete the file, or set data.skip_bad_images=true to train on without it"
 
@@ -81,7 +89,8 @@ def _pil_rgb(encoded: torch.Tensor, path: str) -> torch.Tensor:
 def decode_bytes(encoded: torch.Tensor, path: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """One file's bytes -> uint8 RGB ``[3, H, W]`` on ``device`` (full size)."""
     try:
-        return _rgb(decode_image(encoded, mode=ImageReadMode.RGB)).to(device)
+        with _quiet():
+            return _rgb(decode_image(encoded, mode=ImageReadMode.RGB)).to(device)
     except RuntimeError as err:
         if "Unsupported image file" not in str(err):
             raise unreadable(path, err) from None
@@ -90,7 +99,8 @@ def decode_bytes(encoded: torch.Tensor, path: str, device: torch.device | str = 
 
 def _read(path: str) -> torch.Tensor:
     try:
-        return read_file(path)
+        with _quiet():
+            return read_file(path)
     except (OSError, RuntimeError) as err:
         raise unreadable(path, err) from None
 
@@ -113,7 +123,8 @@ def decode_batch(encoded: list[torch.Tensor], size: int, device: torch.device | 
     if not encoded:
         return torch.empty(0, 3, size, size, dtype=torch.uint8, device=device)
     try:
-        images = decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device)
+        with _quiet():
+            images = decode_jpeg(list(encoded), mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
         images = [decode_bytes(data, name, device) for data, name in zip(encoded, names, strict=True)]
     return torch.stack([square(_rgb(image), size) for image in images])

@@ -1,22 +1,30 @@
-"""Image folders (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``) with per-image torchvision v2 views.
+"""Image folders (``root/train/<class>/*.jpg``, ``root/val/<class>/*.jpg``): files decoded once per batch, then the
+same batched augmentation as the in-memory datasets.
 
 Which files a run uses and their labels come from ``checks.read_folders``: one class-to-index mapping, train's, for
-every split, so a val folder lacking one of train's classes cannot shift the labels. Batches come from the same
-(seed, epoch, batch) keys as the in-memory datasets: the global RNG is forked and seeded from the key around each
-batch, so a resumed run or a DDP shard sees the images the uninterrupted run would.
+every split, so a val folder lacking one of train's classes cannot shift the labels. A training batch is first the
+RAW batch: every image decoded once (``decode.decode_resized``, torchvision.io, no PIL) to its centre square of
+``data.decode_size`` pixels, uint8. The views are then drawn from that batch by ``ViewBuilder`` (views.py) from the
+(seed, epoch, batch) key: in the loader's workers with ``data.pipeline=cpu``, on the device with ``gpu``. So a resumed
+run or a DDP shard sees the images the uninterrupted run would, and per-image, per-view torchvision transforms are
+gone from the workers (the pattern that made folder data the bottleneck: bench/loader_throughput.py measures it).
+
+Deviation from the usual per-image RandomResizedCrop: the random crops are taken from the decoded centre square, not
+from the whole original picture, so the few percent of a non-square image outside that square are never seen in
+training. That is what buys one decode, one resize and one uint8 tensor per image for all its views.
 """
 
 from __future__ import annotations
 
-import math
+import warnings
 
 import torch
 from torch.utils.data import Dataset
 
-from orchestra.data.augment import PRESETS, AugmentSpec, Recipe
-from orchestra.data.batches import LOCAL_STREAM, BatchKey, _generator, _local
+from orchestra.data.augment import PRESETS, Recipe
+from orchestra.data.batches import BatchKey, _local
 from orchestra.data.checks import Folders, inspect_imagefolder
-from orchestra.data.decode import UnreadableImage, unreadable  # noqa: F401 (UnreadableImage: its old home)
+from orchestra.data.decode import UnreadableImage, decode_resized, unreadable  # noqa: F401 (re-exported)
 from orchestra.errors import UserError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -33,7 +41,13 @@ def load_folders(data: dict) -> Folders:
     return folders
 
 
+def default_decode_size(image_size: int) -> int:
+    """The side training images are decoded to: image_size * 8/7 (256 for 224), the usual eval resize."""
+    return round(image_size * 8 / 7)
+
+
 def load_rgb(path: str):
+    """The file as a PIL RGB image (kept for callers that compare against the PIL route; training does not use it)."""
     from PIL import Image
 
     try:
@@ -43,78 +57,134 @@ def load_rgb(path: str):
         raise unreadable(path, err) from None
 
 
-def view_transform(size: int, spec: AugmentSpec | None = None):
-    """torchvision v2 steps for one view drawn by ``spec`` (default: the ``natural`` preset's global view).
+class ImagenetNormalize:
+    """Float images in [0, 1] standardised with ImageNet's channel statistics, on whatever device they are."""
 
-    For ``natural`` the steps are exactly the SimCLR pipeline folders always used (ColorJitter adds hue 0.1, which the
-    in-memory tensors lack), so existing folder runs draw the same views; blur and solarize come in only with a spec
-    that asks for them.
+    def __init__(self) -> None:
+        self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+def view_builder(recipe: Recipe, views: int, size: int, seed: int, local_views: int = 0,
+                 local_size: int | None = None):
+    """The ViewBuilder folders use: ``recipe``'s views of a raw batch, ImageNet-normalised."""
+    try:
+        from orchestra.data.views import ViewBuilder
+    except ImportError:  # views.py is being written (issue 14, A1); the interim builder has its interface
+        ViewBuilder = _InterimViews  # noqa: N806
+
+    return ViewBuilder(recipe, views, size, seed, ImagenetNormalize(), local_views=local_views, local_size=local_size)
+
+
+class _InterimViews:
+    """ViewBuilder's interface over ``augment_batch`` until orchestra/data/views.py lands (to be removed then).
+
+    Each view is drawn for the whole global batch (this rank's rows in their place, zeros elsewhere) and sliced back,
+    as ``AugmentedViews`` does, so a DDP shard equals the single-process batch's slice.
     """
-    from torchvision.transforms import v2
 
-    spec = spec or PRESETS["natural"].for_view(0)
-    steps = [v2.RandomResizedCrop(size, scale=spec.crop_scale, ratio=spec.crop_ratio, antialias=True)]
-    if spec.rotation_degrees:
-        steps.append(v2.RandomRotation(spec.rotation_degrees))
-    if spec.horizontal_flip:
-        steps.append(v2.RandomHorizontalFlip())
-    if spec.color_jitter:
-        strength = spec.color_jitter
-        steps.append(v2.RandomApply([v2.ColorJitter(strength, strength, strength, 0.1)], p=0.8))
-    if spec.grayscale_p:
-        steps.append(v2.RandomGrayscale(p=spec.grayscale_p))
-    if spec.blur_p:
-        kernel = 2 * math.ceil(3 * spec.blur_sigma[1]) + 1
-        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=spec.blur_sigma)], p=spec.blur_p))
-    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    if spec.solarize_p:
-        steps.append(v2.RandomSolarize(0.5, p=spec.solarize_p))
-    return v2.Compose([*steps, v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    def __init__(self, recipe: Recipe, views: int, size: int, seed: int, normalize, local_views: int = 0,
+                 local_size: int | None = None) -> None:
+        self.recipe, self.views, self.size, self.seed, self.normalize = recipe, views, size, seed, normalize
+        self.local_views, self.local_size = local_views, local_size or max(1, size // 2)
 
+    def __call__(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from orchestra.data.augment import augment_batch
+        from orchestra.data.batches import LOCAL_STREAM, _generator
 
-def eval_transform(size: int):
-    from torchvision.transforms import v2
+        epoch, index, rank, world, n_global = (int(v) for v in raw["batch_key"])
+        start = sum(len(s) for s in torch.tensor_split(torch.arange(n_global), world)[:rank])
+        local = raw["raw"]
+        images = local.new_zeros((n_global, *local.shape[1:]))
+        images[start:start + len(local)] = local
+        images = images.float().div_(255)
+        mine = slice(start, start + len(local))
 
-    return v2.Compose([
-        v2.Resize(int(size * 8 / 7), antialias=True), v2.CenterCrop(size),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+        def draw(spec, size, *stream):
+            return augment_batch(images, spec, size, _generator(self.seed, epoch, index, *stream))[mine]
+
+        views = [draw(self.recipe.for_view(v), self.size, v) for v in range(self.views)]
+        rows = raw["sample_idx"]
+        batch = {"image": self.normalize(torch.cat(views)), "label": raw["label"].repeat(self.views),
+                 "sample_idx": rows.repeat(self.views)}
+        if self.local_views:
+            crops = [draw(self.recipe.local, self.local_size, v, LOCAL_STREAM) for v in range(self.local_views)]
+            batch["local_image"] = self.normalize(torch.cat(crops))
+            batch["local_sample_idx"] = rows.repeat(self.local_views)
+        return batch
 
 
 class FolderBatches(Dataset):
-    """A batch of ``views`` augmented copies (view-major) or, with ``views=0``, of plain evaluation images.
+    """Batches of a folder split, keyed by ``BatchKey``.
 
-    With ``local_views`` > 0 also ``local_image``/``local_sample_idx`` (README "Batch contract"), drawn after the
-    global views from a stream of their own, so asking for local crops leaves the global views as they were.
+    ``views`` > 0: training. The raw batch (``raw`` uint8 ``[rows, 3, decode_size, decode_size]`` of this rank's
+    rows, ``label``, ``sample_idx``, ``batch_key``), turned into the contract batch by ``builder`` when one is given
+    (``data.pipeline=cpu``) and returned as it is otherwise (the DataModule builds the views on the device).
+    ``views`` = 0: evaluation images (val, kNN bank): resized to size * 8/7, centre ``size`` crop, normalised.
+
+    With pipeline=gpu the decoded uint8 batch travels to the device, not the files' bytes for nvjpeg
+    (``decode.decode_batch``): decoding stays in the loader's worker processes, overlapped with the step and
+    parallel over the CPUs SLURM gives the job; a 256-pixel uint8 batch of 256 is 50 MB, little for PCIe; and a
+    damaged file, a non-JPEG and ``skip_bad_images`` are all settled in one place, the worker, the same for both
+    pipelines.
     """
 
-    def __init__(self, samples: list[tuple[str, int]], size: int, views: int, seed: int, recipe: Recipe | None = None,
-                 local_views: int = 0, local_size: int | None = None) -> None:
+    def __init__(self, samples: list[tuple[str, int]], size: int, views: int, seed: int,
+                 decode_size: int | None = None, skip_bad_images: bool = False, builder=None) -> None:
         self.paths = [path for path, _ in samples]
         self.labels = torch.as_tensor([label for _, label in samples], dtype=torch.int64)
-        self.views, self.seed, self.local_views = views, seed, local_views
-        recipe = recipe or PRESETS["natural"]
-        self.transforms = [view_transform(size, recipe.for_view(v)) for v in range(views)]
-        self.transform = eval_transform(size)
-        self.local_transform = view_transform(local_size or size // 2, recipe.local) if local_views else None
+        self.size, self.views, self.seed, self.builder = size, views, seed, builder
+        self.decode_size = decode_size or default_decode_size(size)
+        self.skip_bad_images = skip_bad_images
+        self.warned: set[str] = set()  # per process: each worker warns once per damaged file it meets
+        self.normalize = ImagenetNormalize()
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _decode(self, row: int, size: int) -> torch.Tensor:
+        path = self.paths[row]
+        try:
+            return decode_resized(path, size)
+        except UnreadableImage as err:
+            if not self.skip_bad_images:
+                raise
+            if path not in self.warned:
+                self.warned.add(path)
+                reason = str(err).partition(" (")[2].rpartition("); ")[0]
+                warnings.warn(f"skipping unreadable image {path} ({reason}): a zero image stands in for it "
+                              f"(data.skip_bad_images=true)", stacklevel=2)
+            return torch.zeros(3, size, size, dtype=torch.uint8)
+
     def __getitem__(self, key: BatchKey) -> dict[str, torch.Tensor]:
         rows = _local(key.rows, key)
-        images = [load_rgb(self.paths[int(i)]) for i in rows]
         labels = self.labels[rows]
         if not self.views:
-            return {"image": torch.stack([self.transform(im) for im in images]), "label": labels, "sample_idx": rows}
-        with torch.random.fork_rng():
-            torch.manual_seed(_generator(self.seed, key.epoch, key.index).initial_seed())
-            views = [torch.stack([transform(im) for im in images]) for transform in self.transforms]
-        batch = {"image": torch.cat(views), "label": labels.repeat(self.views), "sample_idx": rows.repeat(self.views)}
-        if self.local_transform is not None:
-            with torch.random.fork_rng():
-                torch.manual_seed(_generator(self.seed, key.epoch, key.index, LOCAL_STREAM).initial_seed())
-                crops = [torch.stack([self.local_transform(im) for im in images]) for _ in range(self.local_views)]
-            batch["local_image"] = torch.cat(crops)
-            batch["local_sample_idx"] = rows.repeat(self.local_views)
-        return batch
+            # eval_transform's resize of the short side to size * 8/7, then the centre size x size
+            images = torch.stack([self._decode(int(i), default_decode_size(self.size)) for i in rows])
+            start = (images.shape[-1] - self.size) // 2
+            images = images[..., start:start + self.size, start:start + self.size]
+            return {"image": self.normalize(images.float().div_(255)), "label": labels, "sample_idx": rows}
+        raw = {
+            "raw": torch.stack([self._decode(int(i), self.decode_size) for i in rows]),
+            "label": labels,
+            "sample_idx": rows,
+            "batch_key": torch.tensor([key.epoch, key.index, key.rank, key.world_size, len(key.rows)]),
+        }
+        return self.builder(raw) if self.builder is not None else raw
+
+
+def folder_splits(index: Folders, size: int, views: int, seed: int, recipe: Recipe | None = None,
+                  local_views: int = 0, local_size: int | None = None, decode_size: int | None = None,
+                  skip_bad_images: bool = False, build_views: bool = True) -> dict[str, FolderBatches]:
+    """train (raw batches, views built when ``build_views``), val and the kNN bank (evaluation images)."""
+    recipe = recipe or PRESETS["natural"]
+    builder = view_builder(recipe, views, size, seed, local_views, local_size) if build_views else None
+    return {
+        "train": FolderBatches(index.train, size, views, seed, decode_size, skip_bad_images, builder),
+        "val": FolderBatches(index.val, size, 0, seed, skip_bad_images=skip_bad_images),
+        "bank": FolderBatches(index.train, size, 0, seed, skip_bad_images=skip_bad_images),
+    }
