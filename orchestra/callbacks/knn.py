@@ -10,6 +10,7 @@ from torch import nn
 from method_zoo.distributed import gather_in_dataset_order
 from orchestra.callbacks.accuracy import Top1Counter
 from orchestra.callbacks.keys import read_output
+from orchestra.errors import UserError
 
 
 def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int,
@@ -84,12 +85,21 @@ class KNNHead(nn.Module):
 
 
 class OnlineKNN(pl.Callback):
-    """kNN top-1 on the validation split; the bank holds the embeddings of the unaugmented training images."""
+    """kNN top-1 on the validation split; the bank holds the embeddings of the unaugmented training images.
+
+    ``bank_size``: embed a fixed seeded subset of that many training images (the data module's ``bank_rows``:
+    the same rows at every validation, on every rank and after a resume), so validating a 1.28M-image run does
+    not embed every image each time; None, or a size at least the training set's, takes all of them.
+    """
 
     def __init__(self, name: str = "knn", input: str = "embedding", target: str = "label", num_classes: int = 10,
-                 k: int = 20, temperature: float = 0.07) -> None:
+                 k: int = 20, temperature: float = 0.07, bank_size: int | None = None) -> None:
+        if bank_size is not None and (isinstance(bank_size, bool) or not isinstance(bank_size, int) or bank_size < 1):
+            raise UserError(f"callbacks.{name}.bank_size must be a whole number of training images, 1 or more, or "
+                            f"null (all of them), got {bank_size!r}; set e.g. callbacks.{name}.bank_size=50000")
         self.name, self.input, self.target = name, input, target
         self.num_classes, self.k, self.temperature = num_classes, k, temperature
+        self.bank_size = bank_size
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self.name not in pl_module.evaluators:
@@ -99,4 +109,5 @@ class OnlineKNN(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        pl_module.evaluators[self.name].rebuild_bank(pl_module, trainer.datamodule.bank_dataloader(sharded=True))
+        loader = trainer.datamodule.bank_dataloader(sharded=True, size=self.bank_size)
+        pl_module.evaluators[self.name].rebuild_bank(pl_module, loader)
