@@ -97,7 +97,8 @@ def decode_bytes(encoded: torch.Tensor, path: str, device: torch.device | str = 
     return _pil_rgb(encoded, path).to(device)  # a format torchvision does not read (BMP, TIFF, ...)
 
 
-def _read(path: str) -> torch.Tensor:
+def read_encoded(path: str) -> torch.Tensor:
+    """The file's bytes as a uint8 tensor (what ``decode_batch`` takes); an unreadable file is one line naming it."""
     try:
         with _quiet():
             return read_file(path)
@@ -107,7 +108,7 @@ def _read(path: str) -> torch.Tensor:
 
 def decode_resized(path: str, size: int) -> torch.Tensor:
     """uint8 ``[3, size, size]``: the file decoded as RGB, its centre square resized to ``size`` (antialiased)."""
-    return square(decode_bytes(_read(path), path), size)
+    return square(decode_bytes(read_encoded(path), path), size)
 
 
 def decode_batch(encoded: list[torch.Tensor], size: int, device: torch.device | str = "cpu",
