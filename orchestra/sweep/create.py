@@ -15,6 +15,7 @@ from orchestra.errors import UserError
 from orchestra.jobstate.job_dir import stamp, unique_dir, write_job_config
 
 JOB_ENTRY = [sys.executable, "-m", "orchestra.job"]
+WORKER_ENTRY = [sys.executable, "-m", "orchestra.search.worker"]  # a search sweep's members are its workers
 # Called with the sweep directory once every member has ended (the CLI prints the report): the sweep room never
 # imports reporting, which reads sweeps through sweep.records.
 SweepEnded = Callable[[Path], object]
@@ -26,12 +27,17 @@ def _member_name(index: int, member: list[str], swept: list[str]) -> str:
     return f"{index:03d}-" + re.sub(r"[^A-Za-z0-9_.=-]+", "-", label)[:80] if label else f"{index:03d}"
 
 
-def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: dict, on_end: SweepEnded) -> int:
+def entry_of(sweep: manifest.Sweep) -> list[str]:
+    return WORKER_ENTRY if sweep.kind == "search" else JOB_ENTRY
+
+
+def launch_members(sweep_dir: Path, members: list[manifest.Member], settings: dict, on_end: SweepEnded,
+                   entry: list[str] = JOB_ENTRY) -> int:
     """Start ``members`` with the sweep's launcher; a local sweep blocks and ends in ``on_end`` (the report), a
     SLURM one returns once queued (or follows it with ``launcher.wait``)."""
     launcher = launcher_for(str(settings["name"]))
     try:
-        submission = launcher.submit(sweep_dir, members, settings, JOB_ENTRY)
+        submission = launcher.submit(sweep_dir, members, settings, entry)
     except SchedulerError as err:
         raise UserError(str(err)) from None
     if not submission.finished:
@@ -67,7 +73,13 @@ def _refuse_swept_allocation(swept: list[str]) -> None:
 def sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int:
     from orchestra.config.compose import SECRET_KEY, expand, redact_overrides
     from orchestra.config.members import MemberConfigs
+    from orchestra.search.space import refuse_search_without_optuna, search_choice
 
+    if search_choice(overrides):
+        from orchestra.sweep.search_sweep import search_sweep
+
+        return search_sweep(overrides, dry_run, on_end)
+    refuse_search_without_optuna(overrides)
     members = expand(overrides)
     configs = MemberConfigs(members)  # every member is validated before anything runs
     first = configs.config(0)
