@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 
 from orchestra.errors import UserError
 
@@ -87,11 +88,13 @@ def pack(src: str, dst: str, size: int, skip_bad_images: bool, workers: int | No
     workers = workers or len(os.sched_getaffinity(0))
     print(f"packing {src} -> {dst} ({size}x{size} px, {workers} decoding processes)", flush=True)
     started = time.monotonic()
-    meta = pack_folder(src, dst, size=size, skip_bad_images=skip_bad_images, workers=workers,
-                       progress=_ProgressLine())
+    with warnings.catch_warnings(record=True) as skipped:  # one plain line per file left out
+        warnings.simplefilter("always")
+        meta = pack_folder(src, dst, size=size, skip_bad_images=skip_bad_images, workers=workers,
+                           progress=_ProgressLine())
     seconds = time.monotonic() - started
-    for bad in meta["skipped"]:
-        print(f"warning: left out {bad['path']} ({bad['error']})", file=sys.stderr)
+    for warning in skipped:
+        print(f"warning: {warning.message}", file=sys.stderr)
     counts = meta["counts"]
     print(f"wrote {dst}: train {counts['train']} images, val {counts['val']} images, {len(meta['classes'])} classes, "
           f"{meta['bytes'] / 2**20:.1f} MiB in {seconds:.1f} s"

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -345,6 +346,8 @@ def pack_folder(src: str | Path, dst: str | Path, size: int = 256, skip_bad_imag
                 "seconds": round(time.monotonic() - started, 3),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+        for bad in skipped:
+            warnings.warn(f"left out {bad['path']} ({bad['error']})", UserWarning, stacklevel=2)
         os.rename(partial, target)  # the one step that makes DST exist: a pack that stops earlier leaves none
     finally:
         if pool is not None:
