@@ -55,8 +55,9 @@ def print_terminal(report: SearchReport, console: Console, found: tuple[dict[str
     if report.reproduce_text():
         console.print(f"reproduce it: {report.reproduce_text()}", highlight=False, soft_wrap=True, markup=False)
     console.print(report.pruning_text(), highlight=False, soft_wrap=True, markup=False)
-    console.print("parameter importance: " + "; ".join(importance_lines(found)), highlight=False, soft_wrap=True,
-                  markup=False)
+    lines = importance_lines(found)
+    console.print(("parameter importance: " if found[0] else "") + "; ".join(lines), highlight=False,
+                  soft_wrap=True, markup=False)
     console.print("[dim]protocol:[/]", highlight=False)
     for line in report.protocol_lines():
         console.print(f"[dim]  - {escape_markup(line)}[/]", highlight=False)

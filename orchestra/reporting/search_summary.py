@@ -66,16 +66,22 @@ def _value(value: object) -> str:
 
 
 def reproduce_command(rows: SearchRows, trial: TrialRow) -> str:
-    """``orchestra train`` with the sweep's fixed overrides and the trial's parameters (Hydra's grammar)."""
-    searched = set(trial.params)
-    fixed = []
-    for text in rows.command[2:] if rows.command[:2] == ["orchestra", "sweep"] else rows.command[1:]:
+    """``orchestra train`` with the sweep's fixed overrides and the trial's parameters, written as the worker wrote
+    them into the trial's config (``override_text``); nothing of the search itself."""
+    from orchestra.search.space import override_text
+
+    fixed = rows.spec.get("fixed")
+    if not isinstance(fixed, list):  # an older manifest: the sweep's command line, minus what was searched
+        fixed = rows.command[2:] if rows.command[:2] == ["orchestra", "sweep"] else rows.command[1:]
+    kept = []
+    for text in map(str, fixed):
         key = text.split("=", 1)[0].lstrip("+~")
-        if text in SEARCH_FLAGS or key in searched or key == "search" or key.startswith("search."):
+        if text in SEARCH_FLAGS or key in trial.params or key == "search" or key.startswith("search."):
             continue
-        fixed.append(text)
-    params = [f"{key}={_value(value)}" for key, value in trial.params.items()]
-    return " ".join(shlex.quote(part) for part in ["orchestra", "train", *fixed, *params])
+        kept.append(text)
+    added = set(rows.spec.get("added") or [])
+    params = [override_text(key, value, key in added) for key, value in trial.params.items()]
+    return " ".join(shlex.quote(part) for part in ["orchestra", "train", *kept, *params])
 
 
 @dataclass
