@@ -1,20 +1,31 @@
-"""Batched random augmentation for in-memory images.
+"""Batched random augmentation: what a view may do (``AugmentSpec``, per-view ``Recipe``, the ``PRESETS``).
 
 Every random draw comes from a generator the caller seeds with (seed, epoch, batch, view). That makes the data a pure
 function of those numbers: a run resumed from a checkpoint sees exactly the batches an uninterrupted run would, and a
 DDP rank's shard is exactly the slice of the single-process batch. Per-sample crops are one ``grid_sample`` call for
 the whole batch instead of thousands of small per-image ops; Gaussian blur is two batched matrix products for all
 the images it applies to. A preset is a ``Recipe``: one spec per global view (BYOL's and DINO's views differ in
-their blur and solarization probabilities) and one for every local crop.
+their blur and solarization probabilities) and one for every local crop. The steps themselves live in
+``augment_ops`` (draw the parameters, then apply them on any device); the functions here are one-call wrappers.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
+
+from orchestra.data.augment_ops import (
+    apply_blur,
+    apply_crop,
+    apply_jitter,
+    apply_solarize,
+    apply_view,
+    draw_blur,
+    draw_crop,
+    draw_jitter,
+    draw_view,
+)
 
 
 @dataclass
@@ -85,115 +96,32 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
-def _uniform(n: int, low: float, high: float, gen: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=gen)
-
-
 def random_resized_crop(images: torch.Tensor, spec: AugmentSpec, size: int, gen: torch.Generator) -> torch.Tensor:
     """Crop a random area fraction and aspect ratio per image (plus rotation/flip) and resize to ``size``."""
-    n = images.shape[0]
-    area = _uniform(n, *spec.crop_scale, gen)
-    log_ratio = _uniform(n, math.log(spec.crop_ratio[0]), math.log(spec.crop_ratio[1]), gen)
-    ratio = log_ratio.exp()
-    half_w = (area * ratio).sqrt().clamp(max=2.0)  # half-extent in [-1, 1] coordinates; > 1 zooms out
-    half_h = (area / ratio).sqrt().clamp(max=2.0)
-    cx = (1 - half_w) * _uniform(n, -1.0, 1.0, gen)
-    cy = (1 - half_h) * _uniform(n, -1.0, 1.0, gen)
-    angle = torch.deg2rad(_uniform(n, -spec.rotation_degrees, spec.rotation_degrees, gen))
-    flip = torch.ones(n)
-    if spec.horizontal_flip:
-        flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack(
-        [
-            torch.stack([half_w * cos * flip, -half_h * sin, cx], dim=1),
-            torch.stack([half_w * sin * flip, half_h * cos, cy], dim=1),
-        ],
-        dim=1,
-    )
-    grid = F.affine_grid(theta, [n, images.shape[1], size, size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def _gray(images: torch.Tensor) -> torch.Tensor:
-    if images.shape[1] == 1:
-        return images
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True)
+    return apply_crop(images, draw_crop(spec, images.shape[0], gen), size)
 
 
 def color_jitter(images: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
-    n = images.shape[0]
-    apply = (torch.rand(n, generator=gen) < 0.8).float().view(n, 1, 1, 1)
-
-    def factor() -> torch.Tensor:
-        return _uniform(n, 1 - strength, 1 + strength, gen).view(n, 1, 1, 1)
-
-    out = images * factor()
-    mean = _gray(out).mean(dim=(2, 3), keepdim=True)
-    out = (out - mean) * factor() + mean
-    gray = _gray(out)
-    out = (gray + (out - gray) * factor()).clamp(0, 1)
-    return apply * out + (1 - apply) * images
-
-
-def _chosen(n: int, p: float, gen: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=gen) < p
-
-
-def _blur_matrices(kernels: torch.Tensor, size: int) -> torch.Tensor:
-    """``[n, size, size]``: each image's 1-D kernel (``[n, 2r+1]``) as a matrix, reflecting at the borders."""
-    n, width = kernels.shape
-    radius = width // 2
-    source = (torch.arange(size).view(-1, 1) + torch.arange(-radius, radius + 1)).abs()  # reflect below 0 ...
-    source = torch.where(source > size - 1, 2 * (size - 1) - source, source)  # ... and past the last pixel
-    matrices = torch.zeros(n, size, size, dtype=kernels.dtype)
-    return matrices.scatter_add_(2, source.expand(n, size, width), kernels.view(n, 1, width).expand(n, size, width))
+    """Brightness, contrast and saturation jitter of ``strength``, each image with p=0.8."""
+    return apply_jitter(images, *draw_jitter(strength, images.shape[0], gen))
 
 
 def gaussian_blur(images: torch.Tensor, p: float, sigma: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
     """Blur each image with probability ``p``, its own sigma (pixels) drawn from ``sigma``; reflect-padded."""
-    n, _, height, width = images.shape
-    apply = _chosen(n, p, gen)
-    sigmas = _uniform(n, *sigma, gen)  # drawn for every image, so the stream does not depend on ``apply``
-    chosen = apply.nonzero().squeeze(1)
-    if chosen.numel() == 0:
-        return images
-    # A kernel of +-3 sigma, at most what one reflection covers on this image.
-    radius = max(1, min(math.ceil(3 * sigma[1]), height - 1, width - 1))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigmas[chosen].to(images.dtype).view(-1, 1) ** 2))
-    kernel = kernel / kernel.sum(dim=1, keepdim=True)
-    # Separable blur as two batched matrix products (rows, then columns), each image with its own sigma: measured
-    # 1.2-2x faster on CPU than a grouped convolution with one group per image and channel, and one kernel on a GPU.
-    rows = _blur_matrices(kernel, height).to(images.device).unsqueeze(1)
-    cols = _blur_matrices(kernel, width).to(images.device).transpose(1, 2).unsqueeze(1)
-    out = images.clone()
-    out[chosen] = rows @ images[chosen] @ cols
-    return out
+    return apply_blur(images, *draw_blur(p, sigma, images.shape[0], gen), sigma[1])
 
 
 def solarize(images: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """Invert the pixels at or above 0.5 (images in [0, 1]) of each image with probability ``p``."""
-    apply = _chosen(images.shape[0], p, gen).view(-1, 1, 1, 1)
-    return torch.where(apply & (images >= 0.5), 1 - images, images)
+    return apply_solarize(images, torch.rand(images.shape[0], generator=gen) < p)
 
 
 def augment_batch(images: torch.Tensor, spec: AugmentSpec, size: int, gen: torch.Generator) -> torch.Tensor:
     """uint8 (or float in [0, 1]) ``[N, C, H, W]`` -> float in [0, 1], one random view per image.
 
-    Blur and solarize draw from ``gen`` only when their probability is positive, so specs without them produce
-    exactly the views they did before those steps existed.
+    Draws on the CPU from ``gen`` and applies on the images' device (``augment_ops``); blur and solarize draw only
+    when their probability is positive, so specs without them produce exactly the views they did before those steps
+    existed.
     """
     pixels = images.float().div_(255) if images.dtype == torch.uint8 else images
-    x = random_resized_crop(pixels, spec, size, gen)
-    if spec.color_jitter > 0:
-        x = color_jitter(x, spec.color_jitter, gen)
-    if spec.grayscale_p > 0 and x.shape[1] == 3:
-        to_gray = (torch.rand(x.shape[0], generator=gen) < spec.grayscale_p).float().view(-1, 1, 1, 1)
-        x = to_gray * _gray(x).expand_as(x) + (1 - to_gray) * x
-    if spec.blur_p > 0:
-        x = gaussian_blur(x, spec.blur_p, spec.blur_sigma, gen)
-    if spec.solarize_p > 0:
-        x = solarize(x, spec.solarize_p, gen)
-    return x
+    return apply_view(pixels, spec, draw_view(spec, pixels.shape[0], pixels.shape[1], gen), size)

@@ -3,7 +3,9 @@
 The sampler yields whole-batch keys; the dataset turns a key into the batch dict of the seed's contract
 (``image`` as ``[rows, C, H, W]``, ``sample_idx`` naming which rows are views of one image, ``label``; with local
 crops also ``local_image`` and ``local_sample_idx``). Each rank takes a contiguous slice of the same global batch, per
-view, so 2 ranks see exactly what 1 process sees.
+view, so 2 ranks see exactly what 1 process sees. Training batches go through a raw batch (``views.py``): the
+loader either builds the views itself (``data.pipeline=cpu``) or hands the raw batch on for the training device to
+build them after the transfer (``gpu``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from orchestra.data.arrays import ImageArrays
-from orchestra.data.augment import AugmentSpec, Recipe, augment_batch
+from orchestra.data.augment import AugmentSpec, Recipe
+from orchestra.data.views import LOCAL_STREAM, ViewBuilder
+from orchestra.data.views import stream as _generator
 
 
 @dataclass(frozen=True)
@@ -25,13 +29,6 @@ class BatchKey:
     rows: torch.Tensor  # global dataset rows of this batch
     rank: int
     world_size: int
-
-
-def _generator(*numbers: int) -> torch.Generator:
-    seed = 0
-    for number in numbers:  # a simple mix; distinct tuples give distinct streams
-        seed = (seed * 1_000_003 + int(number) + 1) % (2**63 - 1)
-    return torch.Generator().manual_seed(seed)
 
 
 class EpochBatchSampler(Sampler[BatchKey]):
@@ -67,18 +64,29 @@ class EpochBatchSampler(Sampler[BatchKey]):
             yield BatchKey(self.epoch, index, rows, self.rank, self.world_size)
 
 
-LOCAL_STREAM = 1  # local crop j draws from (seed, epoch, batch, j, LOCAL_STREAM): apart from the global views' streams
+__all__ = ["LOCAL_STREAM", "AugmentedViews", "BatchKey", "EpochBatchSampler", "PlainImages", "raw_batch"]
 
 
 def _local(tensor: torch.Tensor, key: BatchKey) -> torch.Tensor:
     return torch.tensor_split(tensor, key.world_size)[key.rank]
 
 
+def raw_batch(images: torch.Tensor, labels: torch.Tensor, key: BatchKey) -> dict[str, torch.Tensor]:
+    """The raw batch (``views.py``) of this rank's rows: ``images``/``labels`` already hold only those rows."""
+    return {
+        "raw": images,
+        "label": labels,
+        "sample_idx": _local(key.rows, key),
+        "batch_key": torch.tensor([key.epoch, key.index, key.rank, key.world_size, len(key.rows)], dtype=torch.int64),
+    }
+
+
 class AugmentedViews(Dataset):
     """Training batches: ``views`` augmented copies of every image, view-major, and ``local_views`` local crops.
 
-    ``recipe`` may be a single spec (every view alike, as before recipes existed). Each view is drawn for the whole
-    global batch from its own generator and then sliced to this rank, so a shard never depends on the world size.
+    ``recipe`` may be a single spec (every view alike, as before recipes existed). Only this rank's images are read;
+    each view's parameters are drawn for the whole global batch and applied to this rank's rows, so a shard never
+    depends on the world size. With ``raw=True`` the batch is returned raw, for ``builder`` to run on the device.
     """
 
     def __init__(
@@ -91,35 +99,18 @@ class AugmentedViews(Dataset):
         normalize,
         local_views: int = 0,
         local_size: int | None = None,
+        raw: bool = False,
     ) -> None:
-        self.arrays, self.views, self.size, self.seed = arrays, views, size, seed
-        self.recipe = recipe if isinstance(recipe, Recipe) else Recipe((recipe,), recipe)
-        self.normalize = normalize
-        self.local_views, self.local_size = local_views, local_size or max(1, size // 2)
+        self.arrays, self.raw = arrays, raw
+        self.builder = ViewBuilder(recipe, views, size, seed, normalize, local_views, local_size)
 
     def __len__(self) -> int:
         return len(self.arrays)
 
     def __getitem__(self, key: BatchKey) -> dict[str, torch.Tensor]:
-        images = self.arrays.images[key.rows].float().div_(255)  # once for all views and crops
-        local_rows = _local(key.rows, key)
-        views = []
-        for view in range(self.views):
-            gen = _generator(self.seed, key.epoch, key.index, view)
-            views.append(_local(augment_batch(images, self.recipe.for_view(view), self.size, gen), key))
-        batch = {
-            "image": self.normalize(torch.cat(views)),
-            "label": self.arrays.labels[local_rows].repeat(self.views),
-            "sample_idx": local_rows.repeat(self.views),
-        }
-        if self.local_views:
-            crops = []
-            for view in range(self.local_views):
-                gen = _generator(self.seed, key.epoch, key.index, view, LOCAL_STREAM)
-                crops.append(_local(augment_batch(images, self.recipe.local, self.local_size, gen), key))
-            batch["local_image"] = self.normalize(torch.cat(crops))
-            batch["local_sample_idx"] = local_rows.repeat(self.local_views)
-        return batch
+        rows = _local(key.rows, key)
+        batch = raw_batch(self.arrays.take(rows), self.arrays.labels[rows], key)
+        return batch if self.raw else self.builder(batch)
 
 
 class PlainImages(Dataset):
