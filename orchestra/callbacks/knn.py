@@ -41,6 +41,8 @@ class KNNHead(nn.Module):
         # The bank is rebuilt before every validation, so it is not worth a place in the checkpoint.
         self.register_buffer("bank", torch.empty(0), persistent=False)
         self.register_buffer("bank_labels", torch.empty(0, dtype=torch.long), persistent=False)
+        # which training rows the bank holds (all, or OnlineKNN's fixed subset), in bank order
+        self.register_buffer("bank_rows", torch.empty(0, dtype=torch.long), persistent=False)
         self.top1 = Top1Counter()
         self.reported = False
 
@@ -78,7 +80,9 @@ class KNNHead(nn.Module):
             labels.append(read_output(outputs, self.target, f"OnlineKNN '{self.name}'"))
             rows.append(batch["sample_idx"])
         local = sum(len(r) for r in rows)
-        self.bank, self.bank_labels = gather_in_dataset_order(torch.cat(rows), torch.cat(features), torch.cat(labels))
+        rows = torch.cat(rows).to(self.bank_labels.device)
+        self.bank_rows, self.bank, self.bank_labels = gather_in_dataset_order(rows, rows, torch.cat(features),
+                                                                              torch.cat(labels))
         if trainer.world_size > 1 and not self.reported:
             print(f"kNN bank: {local} of {len(self.bank)} images embedded on rank {trainer.global_rank}", flush=True)
             self.reported = True
