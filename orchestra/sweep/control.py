@@ -13,7 +13,7 @@ from pathlib import Path
 from launch import manifest
 from launch.launcher import cancel_all
 from orchestra.errors import UserError
-from orchestra.sweep.create import SweepEnded
+from orchestra.sweep.create import SweepEnded, entry_of
 from orchestra.sweep.records import (
     ACTIVE,
     TERMINAL,
@@ -79,6 +79,9 @@ def _cells(record: MemberRecord, overrides: list[str]) -> list[str]:
 
 def _rows(records: list[MemberRecord]) -> list[list[str]]:
     shown = differing_overrides([r.member for r in records])
+    # A search sweep's members are its workers (same overrides each): name them by their directory.
+    shown = [[r.job_dir.name] if r.job_dir.name.startswith("worker-") else s
+             for r, s in zip(records, shown, strict=True)]
     return [_cells(record, overrides) for record, overrides in zip(records, shown, strict=True)]
 
 
@@ -123,12 +126,28 @@ def status(path: str | None) -> int:
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     print(status_text(sweep_dir, records, color))
     print_warnings(reading)
+    if reading.sweep.kind == "search":
+        _search_status(sweep_dir, reading.sweep.search)
     for record in records:
         if record.state in ("FAILED", "DIVERGED"):
             error = record.results.get("error") or _log_tail(record.job_dir)
             label = f"member {record.member.index} {record.state.lower()}:"
             print(f"{_ANSI['red']}{label}{_ANSI['reset']} {error}" if color else f"{label} {error}")
     return 0
+
+
+def _search_status(sweep_dir: Path, section: dict) -> None:
+    """A search sweep's rows above are its workers; its trials come from the study and their results files."""
+    from orchestra.search.trials import read_trials, summary_line, trials_text
+    from orchestra.search.worker import stop_requested
+
+    rows = read_trials(sweep_dir, section)
+    print(f"\n{summary_line(rows, section, stop_requested(sweep_dir))}")
+    if rows:
+        print(trials_text(rows, section))
+    for row in rows:
+        if row.state == "FAIL" and row.error:
+            print(f"trial {row.number} failed: {row.error}")
 
 
 def follow(sweep_dir: Path, on_end: SweepEnded, every_s: float = 5.0) -> int:
@@ -186,8 +205,17 @@ def resume(path: str | None, on_end: SweepEnded, diverged: bool = False) -> int:
         print(f"nothing to resume in {sweep_dir}: every member is completed, queued or running"
               + (", or diverged" if skipped else ""))
         return 0
+    if reading.sweep.kind == "search":  # resuming a cancelled search lets its workers ask for trials again
+        from orchestra.search.worker import STOP_FILE
+
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)
     print(f"resuming {len(todo)} member(s): {', '.join(str(m.index) for m in todo)}")
-    return launch_members(sweep_dir, todo, reading.sweep.launcher_settings or {"name": "local"}, on_end)
+    with manifest.updating(sweep_dir) as sweep:  # a local runner skips a member still marked CANCELLED
+        for member in todo:
+            if sweep.members[member.index].state == "CANCELLED":
+                sweep.members[member.index].state = member.state = "PENDING"
+    return launch_members(sweep_dir, todo, reading.sweep.launcher_settings or {"name": "local"}, on_end,
+                          entry=entry_of(reading.sweep))
 
 
 def cancel(path: str | None) -> int:
@@ -195,6 +223,10 @@ def cancel(path: str | None) -> int:
     reading = refresh_reading(sweep_dir)
     print_warnings(reading)
     _refuse_to_rewrite(reading, "cancelled")
+    if reading.sweep.kind == "search":  # first: no worker asks for another trial, whatever happens next
+        from orchestra.search.worker import STOP_FILE
+
+        (sweep_dir / STOP_FILE).write_text(f"cancelled at {manifest.now()}\n")
     active = [record.member for record in reading.records if record.state in ACTIVE]
     try:
         with manifest.updating(sweep_dir) as sweep:  # first, so a local runner sees it before its process ends
