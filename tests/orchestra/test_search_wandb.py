@@ -118,3 +118,12 @@ def test_the_report_counts_the_real_pruned_trial(search_sweep):
     assert report.saving.device_hours == pytest.approx(pruned["device_hours"])
     # the journal's two added trials have no results files: the report's numbers come from results files only
     assert report.best.number == 0
+
+
+def test_sync_finds_the_trials_runs(search_sweep, tmp_path):
+    env = subprocess_env(HOME=str(tmp_path), WANDB_API_KEY="FAKEWANDBSECRET" + "0" * 30, **_wandb_home(tmp_path))
+    dry = subprocess.run([*cli_command(), "sync", str(search_sweep), "--dry-run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stderr
+    folders = sorted(search_sweep.glob("trials/*/wandb/offline-run-*"))
+    assert len(folders) == 2 and all(str(folder) in dry.stdout for folder in folders)
