@@ -217,6 +217,8 @@ def packed_sizes(root: str | Path) -> tuple[int, int] | None:
 def _decode_chunk(task: tuple[list[str], int]) -> tuple[np.ndarray, list[tuple[int, str]], list[int], list[int]]:
     """Decode one chunk: (good images uint8 [k, 3, S, S], [(position, reason)] of the bad ones, channel sums, channel
     sums of squares). Exact integer sums, so the statistics do not depend on how the work was chunked."""
+    import torch
+
     from orchestra.data.decode import FIX, decode_resized
 
     paths, size = task
@@ -227,8 +229,12 @@ def _decode_chunk(task: tuple[list[str], int]) -> tuple[np.ndarray, list[tuple[i
         except (UserError, OSError) as err:
             bad.append((position, str(err).removesuffix(f"; {FIX}")))
     images = np.stack(good) if good else np.empty((0, 3, size, size), dtype=np.uint8)
-    flat = images.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.int64)
-    return images, bad, flat.sum(axis=1).tolist(), (flat * flat).sum(axis=1).tolist()
+    # a histogram per channel gives both sums exactly and costs a fraction of the decoding (torch's bincount reads
+    # uint8 as it is; numpy's converts every pixel to int64 first)
+    channels = torch.from_numpy(images).transpose(0, 1).reshape(3, -1)
+    values = torch.arange(256, dtype=torch.int64)
+    counts = [torch.bincount(channels[c], minlength=256) for c in range(3)]
+    return images, bad, [int(n @ values) for n in counts], [int(n @ (values * values)) for n in counts]
 
 
 def _one_thread() -> None:
