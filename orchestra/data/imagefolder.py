@@ -71,50 +71,9 @@ class ImagenetNormalize:
 def view_builder(recipe: Recipe, views: int, size: int, seed: int, local_views: int = 0,
                  local_size: int | None = None):
     """The ViewBuilder folders use: ``recipe``'s views of a raw batch, ImageNet-normalised."""
-    try:
-        from orchestra.data.views import ViewBuilder
-    except ImportError:  # views.py is being written (issue 14, A1); the interim builder has its interface
-        ViewBuilder = _InterimViews  # noqa: N806
+    from orchestra.data.views import ViewBuilder
 
     return ViewBuilder(recipe, views, size, seed, ImagenetNormalize(), local_views=local_views, local_size=local_size)
-
-
-class _InterimViews:
-    """ViewBuilder's interface over ``augment_batch`` until orchestra/data/views.py lands (to be removed then).
-
-    Each view is drawn for the whole global batch (this rank's rows in their place, zeros elsewhere) and sliced back,
-    as ``AugmentedViews`` does, so a DDP shard equals the single-process batch's slice.
-    """
-
-    def __init__(self, recipe: Recipe, views: int, size: int, seed: int, normalize, local_views: int = 0,
-                 local_size: int | None = None) -> None:
-        self.recipe, self.views, self.size, self.seed, self.normalize = recipe, views, size, seed, normalize
-        self.local_views, self.local_size = local_views, local_size or max(1, size // 2)
-
-    def __call__(self, raw: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        from orchestra.data.augment import augment_batch
-        from orchestra.data.batches import LOCAL_STREAM, _generator
-
-        epoch, index, rank, world, n_global = (int(v) for v in raw["batch_key"])
-        start = sum(len(s) for s in torch.tensor_split(torch.arange(n_global), world)[:rank])
-        local = raw["raw"]
-        images = local.new_zeros((n_global, *local.shape[1:]))
-        images[start:start + len(local)] = local
-        images = images.float().div_(255)
-        mine = slice(start, start + len(local))
-
-        def draw(spec, size, *stream):
-            return augment_batch(images, spec, size, _generator(self.seed, epoch, index, *stream))[mine]
-
-        views = [draw(self.recipe.for_view(v), self.size, v) for v in range(self.views)]
-        rows = raw["sample_idx"]
-        batch = {"image": self.normalize(torch.cat(views)), "label": raw["label"].repeat(self.views),
-                 "sample_idx": rows.repeat(self.views)}
-        if self.local_views:
-            crops = [draw(self.recipe.local, self.local_size, v, LOCAL_STREAM) for v in range(self.local_views)]
-            batch["local_image"] = self.normalize(torch.cat(crops))
-            batch["local_sample_idx"] = rows.repeat(self.local_views)
-        return batch
 
 
 class FolderBatches(Dataset):
