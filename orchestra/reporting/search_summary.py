@@ -80,7 +80,9 @@ def reproduce_command(rows: SearchRows, trial: TrialRow) -> str:
             continue
         kept.append(text)
     added = set(rows.spec.get("added") or [])
-    params = [override_text(key, value, key in added) for key, value in trial.params.items()]
+    order = list(rows.spec.get("space") or {}) if isinstance(rows.spec.get("space"), dict) else []
+    keys = [k for k in order if k in trial.params] + [k for k in trial.params if k not in order]
+    params = [override_text(key, trial.params[key], key in added) for key in keys]
     return " ".join(shlex.quote(part) for part in ["orchestra", "train", *kept, *params])
 
 
@@ -147,7 +149,7 @@ class SearchReport:
     def best_text(self) -> str:
         if self.best is None:
             return "best trial: none yet (no trial has completed)"
-        params = ", ".join(f"{k}={_value(v)}" for k, v in self.best.params.items())
+        params = ", ".join(f"{k}={_value(self.best.params[k])}" for k in self.param_keys if k in self.best.params)
         return f"best trial: {self.best.number} — {self.rows.metric} {self.best.objective:.4f} with {params}"
 
     def reproduce_text(self) -> str | None:
