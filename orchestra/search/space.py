@@ -67,9 +67,10 @@ def is_search_expression(override) -> bool:
 def refuse_search_without_optuna(overrides: list[str]) -> None:
     for override in _parse(overrides):
         if is_search_expression(override):
-            raise UserError(f"'{override.input_line}' is a search expression, which only a search sweep samples; "
-                            f"add search=optuna (and search.trials=N), or sweep a grid with "
-                            f"{override.get_key_element()}=a,b,c")
+            key = override.get_key_element()
+            raise UserError(f"'{override.input_line}' is a search expression, which needs a search sweeper: add "
+                            f"search=optuna (and search.trials=N); or sweep a grid: {key}=a,b,c, "
+                            f"range(start,stop,step) or choice(a,b,c)")
 
 
 def _interval(text: str, sweep) -> Any:

@@ -58,7 +58,20 @@ def make_sampler(settings: dict[str, Any], number: int, grid: dict[str, list[Any
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid or {}, seed=seed)
+        # Trial n takes point n of the grid in a seeded order. Optuna's GridSampler draws among the points not yet
+        # finished, so two workers asking while both run could draw the same point; fixing the point per number
+        # cannot.
+        import itertools
+        import random
+
+        points = list(itertools.product(*(grid or {}).values()))
+        random.Random(int(settings.get("seed", 0))).shuffle(points)
+        point = dict(zip(grid or {}, points[number % len(points)], strict=True))
+        import warnings
+
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.4; its interface is one call
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.PartialFixedSampler(point, optuna.samplers.RandomSampler(seed=seed))
     return optuna.samplers.TPESampler(seed=seed)
 
 

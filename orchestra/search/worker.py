@@ -124,7 +124,16 @@ class Worker:
         with AskLock(self.sweep_dir):
             if stop_requested(self.sweep_dir):
                 return None
-            asked = len(self._study().get_trials(deepcopy=False))
+            trials = self._study().get_trials(deepcopy=False)
+            # Running without an owner: its asker died between ask and set_user_attr (both happen under this lock)
+            orphan = next((t for t in trials if t.state.name == "RUNNING" and "worker" not in t.user_attrs), None)
+            if orphan is not None:
+                study_id = self.journal.get_study_id_from_name(studies.STUDY_NAME)
+                trial_id = self.journal.get_trial_id_from_study_id_trial_number(study_id, orphan.number)
+                self.journal.set_trial_user_attr(trial_id, "worker", self.index)
+                self.journal.set_trial_user_attr(trial_id, "job_dir", str(trial_dir(self.sweep_dir, orphan.number)))
+                return self._study().get_trials(deepcopy=False)[orphan.number]
+            asked = len(trials)
             if asked >= int(self.section["trials"]):
                 return None
             sampler = studies.make_sampler(self.section, asked, self.section.get("grid"))

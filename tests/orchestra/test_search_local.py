@@ -156,7 +156,8 @@ BAD = {
     "low >= high": (["optim.lr=interval(0.1, 0.01)", "search=optuna"], "interval needs low < high"),
     "log <= 0": (["optim.lr=tag(log, interval(0, 0.1))", "search=optuna"], "a log scale needs bounds > 0"),
     "no expression": (["optim.lr=0.1", "search=optuna"], "search=optuna needs at least one search expression"),
-    "no search": (["optim.lr=interval(0.01, 0.1)"], "is a search expression, which only a search sweep samples"),
+    "no search": (["optim.lr=interval(0.01, 0.1)"],
+                  "is a search expression, which needs a search sweeper: add search=optuna"),
     "unknown metric": (["optim.lr=interval(0.01, 0.1)", "search=optuna", "search.objective.metric=linear/top1"],
                        "search.objective.metric 'linear/top1' is not a metric the configured callbacks log; "
                        "metrics: knn/top1, probe/top1, train/loss"),
@@ -177,3 +178,38 @@ def test_bad_search_input_is_one_line_each(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: "), (key, result.stderr)
         assert expected in lines[0], (key, lines[0])
     assert not output_root.exists()  # nothing written before the input was checked
+
+
+def test_grammar_maps_to_optuna_distributions():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from orchestra.search.space import parse_space
+
+    space = parse_space(["method=simclr", "optim.lr=tag(log, interval(1e-4, 1e-1))", "seed=range(0, 10, 3)",
+                         "optim.name=adamw,sgd", "data.batch_size=choice(32, 64)",
+                         "optim.warmup_epochs=tag(int, interval(0, 4))", "search=optuna"])
+    assert space.fixed == ["method=simclr", "search=optuna"]
+    assert space.distributions == {
+        "optim.lr": FloatDistribution(1e-4, 1e-1, log=True),
+        "seed": IntDistribution(0, 9, step=3),  # 0, 3, 6, 9: stop excluded, as in Python
+        "optim.name": CategoricalDistribution(["adamw", "sgd"]),  # a comma list is a choice, as in Hydra's sweeper
+        "data.batch_size": CategoricalDistribution([32, 64]),
+        "optim.warmup_epochs": IntDistribution(0, 4),
+    }
+    assert space.text["optim.lr"] == "tag(log, interval(1e-4, 1e-1))"
+
+
+def test_grid_sampler_gives_every_point_once_to_workers_asking_together(tmp_path):
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from orchestra.search import study
+
+    settings = {"sampler": "grid", "seed": 3, "objective": {"direction": "maximize"}, "pruner": {"name": "none"}}
+    study.create(tmp_path, settings)
+    grid = {"a": [1, 2, 3], "b": ["x", "y"]}
+    distributions = {"a": IntDistribution(1, 3), "b": CategoricalDistribution(["x", "y"])}
+    points = []
+    for number in range(6):  # none is told: all six run at once
+        trial = study.load(tmp_path, settings, sampler=study.make_sampler(settings, number, grid)).ask(distributions)
+        points.append((trial.params["a"], trial.params["b"]))
+    assert sorted(points) == [(a, b) for a in (1, 2, 3) for b in ("x", "y")]
