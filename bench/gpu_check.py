@@ -184,6 +184,57 @@ def bench_case(case: str, repeats: int, steps: int, warmup: int) -> list[str]:
             f"{peaks['orchestra']:.2f}", f"{peaks['hand']:.2f}"]
 
 
+def _cpu_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat: utilisation over a window is the ratio of differences."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)  # idle and iowait are not busy
+
+
+class CpuWindow(Window):
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int) -> None:
+        if trainer.global_step == self.warmup and not self.start:
+            self.cpu = _cpu_busy()
+        super().on_train_batch_start(trainer, module, batch, index)
+
+    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, module)
+        busy, total = _cpu_busy()
+        self.utilisation = (busy - self.cpu[0]) / max(1, total - self.cpu[1])
+
+
+def folder_case(case: str, images: int, steps: int, warmup: int) -> list[str]:
+    """SimCLR from a folder of generated 256-px JPEGs with data.pipeline=gpu (workers decode, views on the GPU),
+    against the device-resident ceiling of the same case; CPU utilisation of the whole machine and peak GPU memory."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from loader_throughput import write_images
+
+    from orchestra.data.datamodule import build_datamodule
+
+    _, _, _, size, n = CASES[case]
+    root = write_images(Path(tempfile.gettempdir()) / f"gpu-check-jpegs-{images}", images)
+    data = {"dataset": "imagefolder", "root": str(root), "num_classes": 10, "channels": 3, "image_size": size,
+            "batch_size": n, "eval_batch_size": n, "views": 2, "augment": "natural", "num_workers": "auto",
+            "pipeline": "gpu", "verify_images": 0}
+    torch.manual_seed(0)
+    parts = make_parts(case)
+    ceiling = n * (steps - warmup) / run_orchestra(parts, make_batch(case), steps, warmup)
+    backbone, projector = copy.deepcopy(parts)
+    module = Module(forward=method_zoo.simclr_forward, backbone=backbone, projector=projector,
+                    simclr_loss=method_zoo.NTXEntLoss(0.1), optim=OPTIM).to(memory_format=torch.channels_last)
+    window = CpuWindow(warmup)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = pl.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=steps, logger=False,
+                             default_root_dir=tmp, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                             callbacks=[window, ValidationHistory(echo=False)], plugins=[AtomicCheckpointIO()])
+        trainer.fit(module, datamodule=build_datamodule(data, seed=0, accelerator="gpu"))
+    rate = n * (steps - warmup) / (window.end - window.start)
+    return [f"{case} folder, pipeline=gpu", f"{rate:.0f}", f"{ceiling:.0f}", f"{rate / ceiling:.3f}",
+            f"{100 * window.utilisation:.0f}% of {os.cpu_count()}", f"{torch.cuda.max_memory_allocated() / 2**30:.2f}"]
+
+
 SMOKE_OVERRIDES = ["backbone=resnet18", "trainer=gpu", "trainer.devices=1", "logger=none",
                    "data.batch_size=128", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
                    "data.val_limit=2000", "trainer.max_epochs=1"]
@@ -247,6 +298,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10, help="steps not timed (cudnn autotune, allocator growth)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--strategies", default="ddp,fsdp,deepspeed")
+    parser.add_argument("--folder-images", type=int, default=2048,
+                        help="JPEGs for the end-to-end folder case (0 skips it)")
     parser.add_argument("--sync-debug", action="store_true", help="first list where a training step syncs the GPU")
     parser.add_argument("--smoke-method", default="simclr", help="method of the smoke members (byol: EMA teacher)")
     parser.add_argument("--smoke-timeout", type=int, default=240, help="seconds per smoke-member run")
@@ -270,6 +323,10 @@ def main() -> int:
         show("SimCLR training throughput, bf16-mixed + channels_last (images/s; each image is 2 views)",
              ["case", "orchestra img/s", "hand img/s", "ratio (median)", "ratio min–max", "orchestra peak GiB",
               "hand peak GiB"], rows)
+    if args.folder_images:
+        row = folder_case("resnet50-224px", args.folder_images, args.steps, args.warmup)
+        show("End to end from a JPEG folder (data.pipeline=gpu, num_workers=auto) vs device-resident batches",
+             ["case", "folder img/s", "device-resident img/s", "ratio", "CPU busy (machine)", "peak GiB"], [row])
     smoke = []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in [s for s in args.strategies.split(",") if s]:
