@@ -237,3 +237,11 @@ def test_mapped_images_index_like_a_tensor(packed):
     assert torch.equal(images[4], whole[4]) and torch.equal(images[-1], whole[-1])
     assert torch.equal(images[2:9:3], whole[2:9:3]) and torch.equal(images[[5, 1]], whole[[5, 1]])
     assert len(images) == 30 and images.shape == tuple(whole.shape)
+    # take() reads a plain numpy memory map too (sorted reads, asked order) and a tensor as it always did
+    from orchestra.data.arrays import ImageArrays
+
+    labels = torch.zeros(30, dtype=torch.int64)
+    rows = torch.tensor([7, 2, 7, 29])
+    mapped = ImageArrays(np.load(dst / "train" / "images.npy", mmap_mode="r"), labels)
+    assert torch.equal(mapped.take(rows), whole[rows])
+    assert torch.equal(ImageArrays(whole, labels).take(rows), whole[rows])
