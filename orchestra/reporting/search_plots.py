@@ -55,7 +55,8 @@ def optimisation_history(report: SearchReport) -> bytes:
         best: list[float] = []
         for t in done:
             best.append(t.objective if not best else pick(best[-1], t.objective))
-        ax.step([t.number for t in done], best, where="post", color="C3", label="best so far")
+        last = max(t.number for t in trials)  # carried to the last trial: later ones did not beat it
+        ax.step([t.number for t in done] + [last], [*best, best[-1]], where="post", color="C3", label="best so far")
     pruned = [t for t in trials if t.state == "PRUNED" and t.last_value is not None]
     if pruned:
         ax.plot([t.number for t in pruned], [t.last_value for t in pruned], "x", color="grey", markersize=8,
