@@ -157,3 +157,15 @@ def test_train_one_epoch_from_the_debian_package(tmp_path):
     # ten classes: chance is 0.1; the untrained-backbone floor alone is far above it on clothing
     assert results["metrics"]["knn/top1"] > 0.5 and results["floors"]["raw_pixels/knn_top1"] > 0.5
     assert (job_dir / "config.yaml").read_text().count("dataset: fashion_mnist") == 1
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol", "vicreg", "mocov2", "dino", "barlow_twins"])
+def test_fashion_recipes_compose_and_pass_the_checks(method):
+    from orchestra.config.compose import compose
+    from orchestra.config.validate import config_problems, validation_view
+
+    cfg = compose([f"+experiment=fashion_{method}"])
+    assert cfg.data.dataset == "fashion_mnist" and cfg.method_name == method and cfg.trainer.max_epochs == 20
+    assert cfg.callbacks.knn.bank_size is None  # the whole training set, as the floors use
+    if INSTALLED:
+        assert config_problems(validation_view(cfg)) == []
