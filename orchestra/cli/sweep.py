@@ -11,8 +11,13 @@ One run (member) per combination of the comma lists, each in its own job directo
 output_root/sweeps/<time>/; the manifest is sweep.json there. Locally the command returns when every member has
 ended, with a comparison table; with launcher=slurm it returns once the job array is queued.
 
+With search=optuna the sweep is a search instead: search.parallel workers ask an Optuna study (study.journal in the
+sweep directory) for search.trials trials, each in trials/NNNN/, and a pruner stops bad ones early (PRUNED).
+
 arguments:
   key=a,b,c        Hydra overrides; a comma list is swept (method=simclr,byol seed=0,1)
+  key=interval(a,b), tag(log, interval(a,b)), choice(a,b), range(a,b,s)
+                   with search=optuna: what the study searches (a comma list is then a choice too)
 options:
   -m, --multirun   required: expand the comma lists (Hydra multirun)
   --dry-run        print the members, their job directories (and the sbatch script); run nothing
@@ -23,6 +28,7 @@ examples:
   orchestra sweep method=simclr,byol,vicreg -m
   orchestra sweep method=simclr seed=0,1,2 optim.lr=0.001,0.002 -m --dry-run
   orchestra sweep method=simclr,byol launcher=slurm launcher.partition=gpu -m
+  orchestra sweep 'optim.lr=tag(log, interval(1e-4, 1e-1))' search=optuna search.trials=32 search.parallel=8 -m
 """
 
 FLAGS = {"-m", "--multirun", "--dry-run", "--wait"}
