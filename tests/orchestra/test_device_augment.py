@@ -164,6 +164,17 @@ def test_rank_shards_concatenate_to_the_one_process_batch_on_both_paths(raw, wor
         assert torch.equal(joined, _by_view(whole[key], views)), key
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; the CPU tests run the same code")
+def test_on_a_cuda_device_the_views_match_the_cpu_views_to_rounding():
+    dm = _datamodule("gpu", f"data.local_views={LOCAL}", "data.local_size=14", "data.augment=dino_digits")
+    raw = next(iter(dm.train_dataloader()))
+    on_cpu = dm.on_after_batch_transfer(raw, 0)
+    on_gpu = dm.on_after_batch_transfer({k: v.cuda() for k, v in raw.items()}, 0)
+    assert on_gpu["image"].is_cuda and on_gpu["local_image"].is_cuda
+    for key in on_cpu:  # same parameters (drawn on the CPU); kernels may round the last bits differently
+        assert torch.allclose(on_gpu[key].cpu().float(), on_cpu[key].float(), atol=1e-4), key
+
+
 def test_applying_to_some_rows_equals_those_rows_of_the_whole_batch():
     # What lets a rank augment only its shard: the draw is for the global batch, the apply is row by row.
     images = _rgb(40).images.float().div(255)
