@@ -16,6 +16,7 @@ from orchestra.errors import UserError
 from orchestra.sweep.create import SweepEnded, entry_of
 from orchestra.sweep.records import (
     ACTIVE,
+    FINISHED,
     TERMINAL,
     MemberRecord,
     SweepReading,
@@ -175,7 +176,7 @@ def resume_plan(records: list[MemberRecord], diverged: bool = False) -> tuple[li
                                                                              list[manifest.Member]]:
     """(members to run again, DIVERGED members left alone): every member that ended without completing, but a
     DIVERGED one only when asked (as it is, it would diverge again)."""
-    ended = [record for record in records if record.state not in ACTIVE | {"COMPLETED"}]
+    ended = [record for record in records if record.state not in ACTIVE | FINISHED]
     todo = [record.member for record in ended if diverged or record.state != "DIVERGED"]
     skipped = [record.member for record in ended if not diverged and record.state == "DIVERGED"]
     return todo, skipped

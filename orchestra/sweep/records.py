@@ -21,7 +21,10 @@ from orchestra.jobstate.results import read_checked_results
 ACTIVE = {"PENDING", "RUNNING"}
 # INTERRUPTED (stopped by a person, last.ckpt saved) resumes like PREEMPTED; DIVERGED (non-finite loss) would
 # diverge again, so resume leaves it alone unless asked.
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED", "INTERRUPTED", "DIVERGED"}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "PREEMPTED", "NOT_SUBMITTED", "INTERRUPTED", "DIVERGED",
+            "PRUNED"}
+# Ended for good: trained to the end, or stopped early by a search's pruner (never run again by resume).
+FINISHED = {"COMPLETED", "PRUNED"}
 # What the job body says of an end it saw itself; a kill it did not see leaves RUNNING behind.
 ENDS_SEEN_BY_THE_JOB = ("FAILED", "PREEMPTED", "INTERRUPTED", "DIVERGED")
 SCHEDULER_ACTIVE = {**dict.fromkeys(QUEUED_WAITING, "PENDING"), **dict.fromkeys(QUEUED_STARTED, "RUNNING")}
@@ -60,8 +63,8 @@ def member_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], 
 
 def _merged_state(member: manifest.Member, scheduler: dict[str, dict[str, str]], results: dict[str, Any]) -> str:
     own = results.get("state")
-    if own == "COMPLETED":
-        return "COMPLETED"
+    if own in FINISHED:
+        return own
     job_id = latest_job_id(member)
     if job_id is None and not own:
         return "NOT_SUBMITTED" if member.state != "CANCELLED" else "CANCELLED"  # e.g. sbatch refused the sweep

@@ -213,3 +213,16 @@ def test_grid_sampler_gives_every_point_once_to_workers_asking_together(tmp_path
         trial = study.load(tmp_path, settings, sampler=study.make_sampler(settings, number, grid)).ask(distributions)
         points.append((trial.params["a"], trial.params["b"]))
     assert sorted(points) == [(a, b) for a in (1, 2, 3) for b in ("x", "y")]
+
+
+def test_a_pruned_job_counts_as_finished_for_status_and_resume(tmp_path):
+    from launch import manifest
+    from orchestra.sweep.control import resume_plan
+    from orchestra.sweep.records import MemberRecord, member_state
+
+    member = manifest.Member(index=0, overrides=[], job_dir=str(tmp_path / "000"), state="RUNNING",
+                             job_ids=["slurm:7_0"])
+    # whatever the scheduler says afterwards (its job ended cleanly), the job's own PRUNED stands
+    assert member_state(member, {"slurm:7_0": {"state": "COMPLETED"}}, {"state": "PRUNED"}) == "PRUNED"
+    records = [MemberRecord(member=member, job_dir=tmp_path, state="PRUNED", results={}, scheduler={})]
+    assert resume_plan(records) == ([], [])  # never run again
