@@ -153,6 +153,11 @@ def profile(root: Path, batch: int) -> dict[str, float]:
     for picture in pictures:
         [peer.transform(picture) for _ in range(2)]
     times["peers: v2 transforms, 2 views (v2 blur)"] = time.perf_counter() - start
+    plain = PeerViews(root, 224, 2, blur=None)
+    start = time.perf_counter()
+    for picture in pictures:
+        [plain.transform(picture) for _ in range(2)]
+    times["peers: v2 transforms, 2 views (no blur)"] = time.perf_counter() - start
     for augment in ("natural", "byol_natural"):
         module = orchestra_module(root, batch, 0, augment)
         key = BatchKey(0, 0, torch.arange(batch), 0, 1)
