@@ -24,10 +24,9 @@ import method_zoo as mz
 from method_zoo.forwards.common import multi_crop_views, split_crops, two_views
 from orchestra.config.compose import compose
 from orchestra.data.augment import PRESETS, AugmentSpec, augment_batch, gaussian_blur
-from orchestra.data.batches import AugmentedViews, BatchKey, EpochBatchSampler, _generator
+from orchestra.data.batches import AugmentedViews, BatchKey, EpochBatchSampler
 from orchestra.data.checks import data_problems
 from orchestra.data.datamodule import build_datamodule
-from orchestra.data.imagefolder import load_rgb
 from orchestra.model.backbones import SmallCNN
 
 TRAIN, BATCH, GLOBAL, LOCAL = 512, 64, 2, 4
@@ -270,10 +269,8 @@ def _folders(root: Path) -> dict:
     return data
 
 
-def test_image_folders_make_local_crops_and_keep_their_old_views(tmp_path):
-    from torchvision.transforms import v2
-
-    from orchestra.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+def test_image_folders_make_local_crops_that_move_no_global_view(tmp_path):
+    from orchestra.data.imagefolder import view_builder
 
     data = _folders(tmp_path)
     key = BatchKey(1, 0, torch.tensor([3, 7, 0, 10]), 0, 1)
@@ -281,15 +278,11 @@ def test_image_folders_make_local_crops_and_keep_their_old_views(tmp_path):
     plain.setup("fit")
     before = plain.folders["train"][key]
     assert before.keys() == {"image", "label", "sample_idx"}
-    # The pipeline folders used before presets reached them, drawn from the same seeded global RNG.
-    old = v2.Compose([v2.RandomResizedCrop(16, scale=(0.2, 1.0), antialias=True), v2.RandomHorizontalFlip(),
-                      v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2),
-                      v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    files = plain.folders["train"].paths
-    with torch.random.fork_rng():
-        torch.manual_seed(_generator(0, 1, 0).initial_seed())
-        expected = torch.cat([torch.stack([old(load_rgb(files[i])) for i in key.rows]) for _ in range(GLOBAL)])
-    assert torch.equal(before["image"], expected)
+    # Folders draw their views with the same batched builder as in-memory data (issue 14), from the decoded batch.
+    raw = build_datamodule({**data, "pipeline": "gpu"}, seed=0)
+    raw.setup("fit")
+    expected = view_builder(PRESETS["natural"], GLOBAL, 16, 0)(raw.folders["train"][key])
+    assert torch.equal(before["image"], expected["image"])
 
     crops = build_datamodule({**data, "local_views": 3, "local_size": 8, "augment": "dino_natural"}, seed=0)
     crops.setup("fit")
