@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Install what the single-node development SLURM cluster needs (launch/cluster/): SLURM, munge, slurmdbd and
 # MariaDB from Debian's own packages; and g++ with Python's headers, with which DeepSpeed's CPU engine (the tests'
-# strategy.cpu_rehearsal runs) compiles its shared-memory communication op on first use. Idempotent: when every binary is already there it does nothing at all,
+# strategy.cpu_rehearsal runs) compiles its shared-memory communication op on first use; and Fashion-MNIST
+# (dataset-fashion-mnist: its IDX files under /usr/share/datasets/fashion-mnist/, read by data=fashion_mnist without
+# network). Idempotent: when every binary and file is already there it does nothing at all,
 # so CI and repeated runs pay no apt cost. Must run as root (or through sudo) on Debian/Ubuntu.
 set -euo pipefail
 
-PACKAGES=(slurm-wlm munge slurmdbd mariadb-server g++ python3-dev)
+PACKAGES=(slurm-wlm munge slurmdbd mariadb-server g++ python3-dev dataset-fashion-mnist)
 # One binary per package; if all are on PATH (or in sbin) and Python.h exists the install is already complete.
 BINARIES=(slurmctld slurmd munged slurmdbd mariadbd g++)
 PYTHON_HEADER="$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+# dataset-fashion-mnist installs no binary: its first file stands for it
+FASHION_MNIST=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 have_all() {
     local bin
     for bin in "${BINARIES[@]}"; do
         command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || return 1
     done
-    [ -f "$PYTHON_HEADER" ]
+    [ -f "$PYTHON_HEADER" ] && [ -f "$FASHION_MNIST" ]
 }
 
 if have_all; then
-    echo "system packages for the tests (SLURM dev cluster, g++, Python headers) already installed"
+    echo "system packages for the tests (SLURM dev cluster, g++, Python headers, Fashion-MNIST) already installed"
     exit 0
 fi
 
@@ -47,5 +51,5 @@ trap remove_policy EXIT
 
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-have_all || { echo "install.sh: packages installed but one is still missing: ${BINARIES[*]} $PYTHON_HEADER" >&2; exit 1; }
+have_all || { echo "install.sh: packages installed but one is still missing: ${BINARIES[*]} $PYTHON_HEADER $FASHION_MNIST" >&2; exit 1; }
 echo "system packages for the tests installed"

@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
                     "offline linear evaluation of frozen backbones; adds linear_top1 to results"),
     "cluster": Command("orchestra.cli.cluster", "up|down|status [--dir DIR]",
                        "a single-node development SLURM cluster on this machine"),
+    "data": Command("orchestra.cli.data", "pack SRC DST [--size 256] [--skip-bad-images] [--workers N]",
+                    "decode an image folder once into a packed dataset (data=packed)"),
 }
 
 HELP_FLAGS = ("-h", "--help")

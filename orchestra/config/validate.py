@@ -172,6 +172,15 @@ def _count_problem(key: str, value: Any, allowed: str, example: str, extra: tupl
     return f"{key} must be {allowed}, got {value!r}; set e.g. {key}={example}"
 
 
+def _bank_problems(cfg: dict) -> list[str]:
+    """``callbacks.<knn>.bank_size``: how many training images the kNN bank holds (null: all of them)."""
+    callbacks = cfg.get("callbacks") if isinstance(cfg.get("callbacks"), dict) else {}
+    return [f"callbacks.{name}.bank_size must be a whole number of training images, 1 or more, or null (all of "
+            f"them), got {cb['bank_size']!r}; set e.g. callbacks.{name}.bank_size=50000"
+            for name, cb in callbacks.items() if isinstance(cb, dict) and "bank_size" in cb
+            and _count_problem("", cb["bank_size"], "", "", (None,))]
+
+
 def _trainer_problems(trainer: dict) -> list[str]:
     steps = trainer.get("max_steps")
     unlimited_epochs = (-1,) if _is_int(steps) and steps >= 1 else ()  # Lightning: -1 means max_steps decides
@@ -277,6 +286,26 @@ def _hardware_problems(cfg: dict) -> list[str]:
     return []
 
 
+def _pipeline_problems(cfg: dict) -> list[str]:
+    """``data.pipeline``: cpu, gpu or auto. gpu builds the training views on the training device after the batch is
+    moved there, so it is refused, not quietly moved to the CPU, where no CUDA device will train."""
+    data, trainer, launcher = cfg.get("data"), cfg.get("trainer"), cfg.get("launcher")
+    pipeline = data.get("pipeline", "auto") if isinstance(data, dict) else "auto"
+    if pipeline == MISSING or pipeline == "auto" or pipeline == "cpu":
+        return []
+    if pipeline != "gpu":
+        return [f"data.pipeline={pipeline!r} is not a pipeline; use one of: cpu, gpu, auto"]
+    accelerator = str(trainer.get("accelerator", "auto")) if isinstance(trainer, dict) else "auto"
+    if accelerator not in ("gpu", "cuda", "auto"):
+        return [f"data.pipeline=gpu builds the views on a CUDA device but trainer.accelerator={accelerator}; use "
+                f"data.pipeline=auto (or cpu), or trainer.accelerator=gpu"]
+    if accelerator == "auto" and not (isinstance(launcher, dict) and launcher.get("name") == "slurm") \
+            and _visible_gpus() == 0:  # accelerator=gpu on such a machine is already refused in its own line
+        return ["data.pipeline=gpu but this machine has no CUDA GPU; use data.pipeline=auto (views built in the "
+                "loader here), or launcher=slurm to run on the cluster's GPUs"]
+    return []
+
+
 def _strategy_problems(cfg: dict) -> list[str]:
     if not isinstance(cfg.get("trainer"), dict):
         return []
@@ -312,12 +341,13 @@ class ConfigChecks:
         # a missing data value is the data checks' to name, with a fix that knows the dataset
         missing = [k for k in _missing(cfg) if answers is None or not k.startswith("data.")]
         problems = [_required(k) for k in missing]
-        problems += _seed_problems(cfg) + _optim_problems(cfg)
+        problems += _seed_problems(cfg) + _optim_problems(cfg) + _bank_problems(cfg)
         trainer = cfg.get("trainer")
         if isinstance(trainer, dict):
             problems += _trainer_problems(trainer)
         data_lines, sizes = answers if answers is not None else ([], None)
-        problems += data_lines + _batch_problems(cfg, sizes) + _hardware_problems(cfg) + _strategy_problems(cfg)
+        problems += data_lines + _batch_problems(cfg, sizes) + _hardware_problems(cfg) + _pipeline_problems(cfg)
+        problems += _strategy_problems(cfg)
         return list(dict.fromkeys(problems))
 
 
@@ -367,9 +397,10 @@ def validation_view(cfg: Any) -> dict:
                 continue
             node = cfg[key]
             if key == "callbacks" and isinstance(node, DictConfig):
-                # only their lr is checked; resolving a whole callback (num_classes: ${...}) costs 10x more
-                view[key] = {name: {"lr": sub.lr} for name, sub in node.items_ex(resolve=False)
-                             if isinstance(sub, DictConfig) and "lr" in sub}
+                # only their lr and bank_size are checked; resolving a whole callback (num_classes: ${...}) costs
+                # 10x more
+                view[key] = {name: {k: sub[k] for k in ("lr", "bank_size") if k in sub}
+                             for name, sub in node.items_ex(resolve=False) if isinstance(sub, DictConfig)}
                 continue
             if key == "module" and isinstance(node, DictConfig):
                 # only its part names are checked (against optim.param_groups); its values are never resolved

@@ -27,6 +27,35 @@ class ImageArrays:
     def head(self, limit: int | None) -> ImageArrays:
         return self if limit is None else ImageArrays(self.images[:limit], self.labels[:limit])
 
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 images at ``rows``, in that order, as a tensor (a memory map is read in ascending row order)."""
+        if isinstance(self.images, np.ndarray):
+            return read_rows(self.images, rows)
+        return self.images[rows]
+
+
+def read_rows(array: np.ndarray, rows) -> torch.Tensor:
+    """Rows of a (memory-mapped) array as a tensor, read in ascending order (fewer seeks), in the order asked."""
+    wanted = np.asarray(rows.numpy() if isinstance(rows, torch.Tensor) else rows, dtype=np.int64)
+    order = np.argsort(wanted, kind="stable")
+    out = np.empty((len(wanted), *array.shape[1:]), dtype=array.dtype)
+    out[order] = array[wanted[order]]
+    return torch.from_numpy(out)
+
+
+@dataclass
+class PackedArrays(ImageArrays):
+    """A split of a packed dataset (``orchestra.data.packed``): ``images`` is a ``MappedImages`` memory map."""
+
+    def head(self, limit: int | None) -> ImageArrays:
+        # rows are stored grouped by class: keep the per-class spread data=imagefolder takes, not the first classes
+        from orchestra.data.packed import spread_rows
+
+        rows = spread_rows(self.labels.numpy(), limit)
+        if rows is None:
+            return self
+        return PackedArrays(self.images.subset(rows), self.labels[torch.from_numpy(rows)])
+
 
 def _as_nchw(array: np.ndarray) -> torch.Tensor:
     tensor = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.uint8)
@@ -67,10 +96,33 @@ def load_torchvision(name: str, root: str | None, download: bool) -> tuple[Image
     return splits[0], splits[1]
 
 
+def load_fashion(root: str | None, download: bool) -> tuple[ImageArrays, ImageArrays]:
+    """Fashion-MNIST from its IDX files: under data.root when set, else Debian's dataset-fashion-mnist package."""
+    from orchestra.data import idx
+
+    if idx.fashion_folder(root) is None and download and root is not None:
+        return load_torchvision("fashion_mnist", root, download)  # fetched once into root, torchvision's layout
+    files = idx.fashion_files(root)
+    splits = []
+    for split in ("train", "test"):
+        images, labels = idx.load_split(*files[split])
+        splits.append(ImageArrays(_as_nchw(images), torch.as_tensor(labels, dtype=torch.int64)))
+    return splits[0], splits[1]
+
+
 def load_arrays(name: str, root: str | None = None, download: bool = False) -> tuple[ImageArrays, ImageArrays]:
     """Train and test splits of a named in-memory dataset."""
     if name == "mnist10k":
         return load_embedded()
+    if name == "fashion_mnist":
+        return load_fashion(root, download)
     if name in ARRAY_DATASETS:
         return load_torchvision(name, root, download)
-    raise UserError(f"unknown dataset '{name}'; known: {', '.join(ARRAY_DATASETS)}, imagefolder")
+    if name == "packed":  # an image folder packed by `orchestra data pack`: memory-mapped, read row by row
+        from orchestra.data.packed import read_packed
+
+        if root is None:
+            raise UserError("data=packed needs data.root=<folder written by orchestra data pack SRC DST>")
+        train, val, _ = read_packed(root)
+        return train, val
+    raise UserError(f"unknown dataset '{name}'; known: {', '.join(ARRAY_DATASETS)}, packed, imagefolder")

@@ -23,11 +23,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".t
 BUILT_IN: dict[str, tuple[int, int, tuple[int, int] | None, str | None]] = {
     "mnist10k": (1, 10, None, None),  # sizes read from the shipped npz
     "mnist": (1, 10, (60_000, 10_000), "MNIST/raw/train-images-idx3-ubyte"),
-    "fashion_mnist": (1, 10, (60_000, 10_000), "FashionMNIST/raw/train-images-idx3-ubyte"),
+    "fashion_mnist": (1, 10, None, None),  # sizes read from the IDX headers (data.root or Debian's package)
     "cifar10": (3, 10, (50_000, 10_000), "cifar-10-batches-py/data_batch_1"),
     "cifar100": (3, 100, (50_000, 10_000), "cifar-100-python/train"),
 }
-DATASETS = (*BUILT_IN, "imagefolder")
+DATASETS = (*BUILT_IN, "imagefolder", "packed")
 
 
 def _unset(value: Any) -> bool:
@@ -49,12 +49,15 @@ def _count_problem(data: dict, key: str, minimum: int, nullable: bool, what: str
 def _key_problems(data: dict) -> list[str]:
     """Types and ranges of the keys every dataset shares; a value that is wrong here is not used further."""
     specs = [("batch_size", 1, False, "positive integer"), ("eval_batch_size", 1, False, "positive integer"),
-             ("views", 1, False, "positive integer"), ("num_workers", 0, False, "non-negative integer"),
+             ("views", 1, False, "positive integer"), ("num_workers", 0, False, "non-negative integer or auto"),
              ("image_size", 1, True, "positive integer"), ("channels", 1, False, "positive integer"),
              ("train_limit", 1, True, "positive integer"), ("val_limit", 1, True, "positive integer"),
              ("local_views", 0, False, "non-negative integer"), ("local_size", 1, True, "positive integer")]
+    specs += [("prefetch", 1, True, "positive integer"), ("decode_size", 1, True, "positive integer")]
     problems = [_count_problem(data, key, low, nullable, what) for key, low, nullable, what in specs
-                if key in data]
+                if key in data and not (key == "num_workers" and data[key] == "auto")]
+    if "skip_bad_images" in data and not isinstance(data["skip_bad_images"], bool):
+        problems.append(f"data.skip_bad_images must be true or false, got {data['skip_bad_images']!r}")
     problems += [_scale_problem(data, key) for key in ("global_crop_scale", "local_crop_scale")]
     if data.get("dataset") == "imagefolder" or "verify_images" in data:
         verify = data.get("verify_images", DEFAULT_VERIFY_IMAGES)
@@ -94,6 +97,10 @@ def data_problems(data: dict) -> list[str]:
     try:
         if dataset == "imagefolder":
             problems += _imagefolder_problems(data)
+        elif dataset == "packed":
+            from orchestra.data.packed import packed_problems  # numpy, not torch
+
+            problems += packed_problems(data)
         else:
             problems += _built_in_problems(dataset, data)
     except OSError as err:  # an unreadable disk is the user's to fix too, never a traceback from a check
@@ -119,6 +126,19 @@ def _raw_sizes(data: dict) -> tuple[int, int] | None:
     dataset = data.get("dataset")
     if dataset == "mnist10k":
         return _npz_lengths(str(EMBEDDED), EMBEDDED.stat().st_mtime_ns)
+    if dataset == "fashion_mnist":
+        from orchestra.data.idx import fashion_folder, fashion_sizes
+        from orchestra.errors import UserError
+
+        root = None if _unset(data.get("root")) else str(data["root"])
+        try:
+            return fashion_sizes(root) if fashion_folder(root) is not None else None
+        except UserError:  # a damaged header: data_problems says so
+            return None
+    if dataset == "packed":
+        from orchestra.data.packed import packed_sizes
+
+        return None if _unset(data.get("root")) else packed_sizes(data["root"])
     if dataset == "imagefolder":
         if _unset(data.get("root")):
             return None
@@ -156,6 +176,8 @@ def _built_in_problems(dataset: str, data: dict) -> list[str]:
             problems.append(f"data.{key} is required; {dataset} has {truth}: set data.{key}={truth}")
         elif value != truth:
             problems.append(f"data.{key}={value!r} but {dataset} has {truth}; set data.{key}={truth}")
+    if dataset == "fashion_mnist":
+        return problems + _fashion_problems(data)
     if marker is None:
         return problems
     root = data.get("root")
@@ -167,6 +189,22 @@ def _built_in_problems(dataset: str, data: dict) -> list[str]:
         problems.append(f"data.root {path} holds no {dataset} (no {marker}); point data.root at the folder "
                         f"that does, or add data.download=true to fetch it there")
     return problems
+
+
+def _fashion_problems(data: dict) -> list[str]:
+    """Fashion-MNIST needs no root (Debian's dataset-fashion-mnist); when the files are found their headers must
+    be IDX headers, read here without loading the images."""
+    from orchestra.data.idx import fashion_folder, fashion_sizes, missing_fashion
+    from orchestra.errors import UserError
+
+    root = None if _unset(data.get("root")) else str(data["root"])
+    if fashion_folder(root) is None:
+        return [] if data.get("download") and root is not None else [missing_fashion(root)]
+    try:
+        fashion_sizes(root)
+    except UserError as err:
+        return [str(err)]
+    return []
 
 
 # ----- image folders: root/train/<class>/*, root/val/<class>/* -------------------------------------------------
