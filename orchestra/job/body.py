@@ -29,7 +29,13 @@ from orchestra.job.outcome import (
 )
 from orchestra.jobstate.costs import attempt_costs
 from orchestra.jobstate.job_dir import JobDir, unreadable_aside
-from orchestra.jobstate.results import EVALUATION_PROTOCOL, Results, UnreadableResults, read_results
+from orchestra.jobstate.results import (
+    EVALUATION_PROTOCOL,
+    Results,
+    UnreadableResults,
+    evaluation_protocol,
+    read_results,
+)
 
 
 def _now() -> str:
@@ -41,6 +47,7 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
     from hydra.utils import instantiate
 
     from orchestra.callbacks.divergence import DivergenceGuard
+    from orchestra.callbacks.validation_interval import ValidateLastEpoch
     from orchestra.data.datamodule import build_datamodule
     from orchestra.evaluation.floors import knn_floors
     from orchestra.jobstate.checkpointing import LastCheckpoint
@@ -51,8 +58,10 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
 
     quiet_lightning()
     pl.seed_everything(int(cfg.seed), verbose=False)
-    datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed))
+    datamodule = build_datamodule(OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed),
+                                  accelerator=str(cfg.trainer.get("accelerator", "auto")))  # data.pipeline=auto
     datamodule.setup("fit")
+    results["evaluation"] = _protocol(cfg, len(datamodule.train))
     from orchestra.distributed.strategies import build_strategy
     from orchestra.model.lr_scaling import apply_lr_scaling, describe
 
@@ -71,10 +80,13 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
         save()
 
     history = ValidationHistory(attempt=int(results["attempts"]), on_record=record)
+    pruning = _search_pruning(cfg)  # a search trial reports each validation to its study, which may prune it
+    callbacks += [pruning] if pruning is not None else []
     start = resume_point(job_dir, is_rank_zero())
     with PreemptionGuard(job_dir.last_checkpoint) as guard:  # the signal handlers it borrows are given back
         trainer = _trainer(cfg, job_dir.path, trainer_args, strategy,
-                           [*callbacks, DivergenceGuard(), history, guard, LastCheckpoint(job_dir.checkpoints)])
+                           [*callbacks, ValidateLastEpoch(), DivergenceGuard(), history, guard,
+                            LastCheckpoint(job_dir.checkpoints)])
         if trainer.world_size > 1:
             print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})",
                   flush=True)
@@ -90,9 +102,26 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
         finally:
             results["history"] = merge_history(earlier, history.records)
             results["steps"] = int(trainer.global_step)
+            if pruning is not None and pruning.pruned_at is not None:
+                results["pruned_at"] = pruning.pruned_at
     _check_trained(results)
     results["metrics"] = results["history"][-1]["metrics"]
     return results
+
+
+def _protocol(cfg: DictConfig, train_images: int) -> dict[str, str]:
+    """The evaluation protocol with this job's kNN bank (all or a subset of the training images) and interval."""
+    knn = (cfg.get("callbacks") or {}).get("knn") or {}
+    return evaluation_protocol(train_images, knn.get("bank_size"), cfg.trainer.get("check_val_every_n_epoch", 1))
+
+
+def _search_pruning(cfg: DictConfig) -> Any:
+    trial = (cfg.get("search") or {}).get("trial")
+    if not trial:
+        return None
+    from orchestra.callbacks.search_pruning import SearchPruning
+
+    return SearchPruning.from_config(cfg)
 
 
 def _instantiate_module(cfg: DictConfig) -> Any:
@@ -176,8 +205,9 @@ def run_job(path: Path | str) -> Results:
 
     reset_stopped_for_requeue()
     results = _previous_results(job_dir.results)
-    if results.get("state") == "COMPLETED":  # results.json is only ever replaced by a more advanced state
-        print(f"{job_dir.path} already COMPLETED; nothing to run (its results and checkpoints are kept)", flush=True)
+    if results.get("state") in ("COMPLETED", "PRUNED"):  # only ever replaced by a more advanced state
+        print(f"{job_dir.path} already {results['state']}; nothing to run (its results and checkpoints are kept)",
+              flush=True)
         return results
     results.update(state="RUNNING", attempts=_count(results.get("attempts")) + 1, method=cfg.get("method_name"),
                    started_at=_now(), evaluation=EVALUATION_PROTOCOL, job_dir=str(job_dir.path))
@@ -195,7 +225,7 @@ def run_job(path: Path | str) -> Results:
     try:
         with stops_at_terminate():
             _fit(cfg, job_dir, results, save)
-        results["state"] = "COMPLETED"
+        results["state"] = "PRUNED" if results.get("pruned_at") else "COMPLETED"  # a search stopped it early
     except BaseException as err:
         results["state"], results["error"] = outcome(err)
         if results["state"] == "DIVERGED":

@@ -18,6 +18,25 @@ EVALUATION_PROTOCOL = {
 }
 
 
+def evaluation_protocol(train_images: int | None = None, bank_size: int | None = None,
+                        val_every: int | None = 1) -> dict[str, str]:
+    """The protocol a job states in results.json: which kNN bank (all training images or a fixed subset of how
+    many) and how often it validated; without arguments, the general text of ``EVALUATION_PROTOCOL``."""
+    protocol = dict(EVALUATION_PROTOCOL)
+    if train_images is not None:
+        if bank_size is None or bank_size >= train_images:
+            bank = f"all {train_images} training images"
+        else:
+            bank = f"a fixed seeded subset of {bank_size} of the {train_images} training images, the same at every " \
+                   f"validation"
+        protocol["knn"] = protocol["knn"].replace("training images;", f"training images ({bank});")
+    if val_every is not None and val_every > 1:
+        protocol["validation"] = f"every {val_every} epochs and always at the last epoch"
+    elif val_every is not None:
+        protocol["validation"] = "every epoch"
+    return protocol
+
+
 # What a job body writes as its state. INTERRUPTED: stopped by a person (SIGINT), last.ckpt saved, resumable;
 # DIVERGED: the loss became non-finite, so running it again as it is would diverge again.
 STATES = ("RUNNING", "COMPLETED", "FAILED", "PREEMPTED", "INTERRUPTED", "DIVERGED", "PRUNED")
@@ -45,6 +64,8 @@ class Results(TypedDict, total=False):
     linear_top1: float  # added by ``orchestra eval``, with its protocol under linear_eval
     linear_eval: dict[str, Any]
     costs_error: str
+    pruned_at: dict[str, int]  # PRUNED: the validation {step, epoch} at which a search's pruner stopped the trial
+    search: dict[str, Any]  # a search trial: {trial, worker, params, objective: {metric, value, direction}}
 
 
 class UnreadableResults(UserError):
