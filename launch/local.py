@@ -16,7 +16,7 @@ from launch import manifest, retry
 from launch.interrupt import PARENT_ENV, SweepStop, stop_on_signals
 from launch.job_id import JobId
 from launch.launcher import Submission
-from launch.member import DEFAULT_ENTRY_MODULE, DIVERGED_EXIT_CODE, PREEMPTED_EXIT_CODE
+from launch.member import DIVERGED_EXIT_CODE, ENTRY_MODULES, PREEMPTED_EXIT_CODE
 
 CANCELLED_EXIT_CODE = 130
 
@@ -161,7 +161,8 @@ def process_alive(job_id: JobId) -> bool:
     except PermissionError:
         return True
     try:
-        return DEFAULT_ENTRY_MODULE.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return any(module.encode() in cmdline for module in ENTRY_MODULES)
     except FileNotFoundError:
         return not Path("/proc/self").exists()  # gone in between, or a system without /proc
     except OSError:

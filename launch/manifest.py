@@ -46,6 +46,8 @@ class Sweep:
     members: list[Member]
     swept_keys: list[str] = field(default_factory=list)
     launcher_settings: dict[str, Any] = field(default_factory=dict)
+    kind: str = "grid"  # "search": the members are workers of an Optuna study (orchestra/search/)
+    search: dict[str, Any] = field(default_factory=dict)  # a search sweep's space, sampler, budget, objective, pruner
 
 
 def _write(path: Path, sweep: Sweep) -> None:

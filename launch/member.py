@@ -23,6 +23,8 @@ from typing import Any
 from launch import retry
 
 DEFAULT_ENTRY_MODULE = "orchestra.job"  # data, not an import: launch never loads training code
+# Every module a launcher may run for a member (a search sweep's members are workers): cancel signals only these.
+ENTRY_MODULES = (DEFAULT_ENTRY_MODULE, "orchestra.search.worker")
 PREEMPTED_EXIT_CODE = 75  # shared with the job body: "stopped for a requeue, not failed"
 DIVERGED_EXIT_CODE = 65  # shared with the job body: it ran, but its numbers became inf/NaN (never retried)
 FORWARDED_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)

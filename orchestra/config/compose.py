@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestra.errors import UserError
 
-GROUPS = ("method", "backbone", "data", "logger", "trainer", "strategy", "launcher", "experiment")
+GROUPS = ("method", "backbone", "data", "logger", "trainer", "strategy", "launcher", "search", "experiment")
 
 
 def group_options(group: str) -> list[str]:
@@ -54,8 +54,8 @@ def _refuse_search_sweeps(parsed) -> None:
         if override.is_sweep_override() and not override.is_discrete_sweep():
             key = override.get_key_element()
             raise UserError(f"override '{override.input_line}' samples from an interval, which needs a search "
-                            f"sweeper; orchestra sweeps a grid: write {key}=a,b,c, range(start,stop,step) or "
-                            f"choice(a,b,c), e.g. {key}=0.001,0.01,0.1")
+                            f"sweeper (orchestra sweep ... search=optuna -m); or sweep a grid: write {key}=a,b,c, "
+                            f"range(start,stop,step) or choice(a,b,c), e.g. {key}=0.001,0.01,0.1")
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
