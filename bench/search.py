@@ -53,6 +53,21 @@ def run(name: str, overrides: list[str], out: Path) -> tuple[Path, float]:
     return sweep_dir, wall
 
 
+def epochs_trained(job_dirs: list[Path]) -> int:
+    """Epochs the members trained, from their results' histories (one validation per epoch): a measure of the
+    work done that, unlike device-hours, does not move with the machine's load."""
+    import json
+
+    total = 0
+    for job_dir in job_dirs:
+        try:
+            history = json.loads((job_dir / "results.json").read_text()).get("history") or []
+        except (OSError, ValueError):
+            continue
+        total += max((int(h["epoch"]) + 1 for h in history), default=0)
+    return total
+
+
 def read_search(sweep_dir: Path) -> dict:
     from orchestra.reporting.search_summary import build_search
 
@@ -62,6 +77,7 @@ def read_search(sweep_dir: Path) -> dict:
             "best": best.objective if best else None,
             "params": {k: v for k, v in best.params.items()} if best else {},
             "device_hours": report.total_device_hours, "saved": report.saving.device_hours,
+            "epochs": epochs_trained([t.job_dir for t in report.rows.trials]),
             "states": report.states, "trials": {t.number: t.params for t in report.rows.trials}}
 
 
@@ -73,7 +89,8 @@ def read_grid(sweep_dir: Path) -> dict:
     best = max(done, key=lambda m: m.probe_top1) if done else None
     return {"members": len(report.rows.members), "pruned": 0, "best": best.probe_top1 if best else None,
             "params": {k: float(v) for k, v in best.params.items()} if best else {},
-            "device_hours": report.total_device_hours, "saved": 0.0, "states": report.states}
+            "device_hours": report.total_device_hours, "saved": 0.0, "states": report.states,
+            "epochs": epochs_trained([m.job_dir for m in report.rows.members])}
 
 
 def main() -> None:
@@ -105,17 +122,18 @@ def main() -> None:
         sweep_dir, wall = run(name, overrides, args.out)
         rows[name] = {**read(sweep_dir), "wall_s": wall, "sweep_dir": sweep_dir}
 
-    print("\n| run | members | pruned | best probe top-1 | best lr | best temperature | device-hours | "
-          "saved by pruning | wall |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| run | members | pruned | best probe top-1 | best lr | best temperature | epochs trained | "
+          "device-hours | saved by pruning (report's estimate) | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         best = "—" if r["best"] is None else f"{r['best']:.4f}"
         print(f"| {name} | {r['members']} | {r['pruned']} | {best} | {r['params'].get(LR, '—'):.3g} | "
-              f"{r['params'].get(TEMP, '—'):.3g} | {r['device_hours']:.4f} | {r['saved']:.4f} | "
+              f"{r['params'].get(TEMP, '—'):.3g} | {r['epochs']} | {r['device_hours']:.4f} | {r['saved']:.4f} | "
               f"{r['wall_s'] / 60:.1f} min |")
     if "pruned" in rows and "unpruned" in rows:
         p, u = rows["pruned"], rows["unpruned"]
-        print(f"\npruned / unpruned device-hours: {p['device_hours'] / u['device_hours']:.2f}; best probe top-1 "
+        print(f"\npruned / unpruned epochs trained: {p['epochs'] / u['epochs']:.2f}")
+        print(f"pruned / unpruned device-hours: {p['device_hours'] / u['device_hours']:.2f}; best probe top-1 "
               f"difference (pruned - unpruned): {p['best'] - u['best']:+.4f}")
         same = [n for n in p["trials"] if p["trials"].get(n) == u["trials"].get(n)]
         print(f"trials drawn with the same parameters in both: {len(same)} of {len(p['trials'])} ({same})")
