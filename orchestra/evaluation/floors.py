@@ -24,16 +24,18 @@ def _features(module, loader, key: str | None) -> tuple[torch.Tensor, torch.Tens
 MAX_BANK = 60_000  # beyond MNIST/CIFAR sizes the floors cost as much as an epoch; skip them there
 
 
-def knn_floors(module, datamodule, k: int = 20, temperature: float = 0.07) -> dict[str, float]:
+def knn_floors(module, datamodule, k: int = 20, temperature: float = 0.07,
+               bank_size: int | None = None) -> dict[str, float]:
+    """The floors against the same bank the online kNN uses (``bank_size``: its fixed subset; None: all rows)."""
     if len(datamodule.train) > MAX_BANK or getattr(datamodule, "is_folder", False):
         return {}
-    settings = {"k": k, "temperature": temperature, "size": datamodule.size,
+    settings = {"k": k, "temperature": temperature, "size": datamodule.size, "bank_size": bank_size,
                 "forward": getattr(getattr(module, "forward_fn", None), "__qualname__", type(module).__qualname__)}
     key = floors_key(_inputs(module, datamodule), settings)
     cached = read_cached(key)
     if cached is not None:
         return cached
-    floors = _compute(module, datamodule, k, temperature)
+    floors = _compute(module, datamodule, k, temperature, bank_size)
     write_cached(key, floors)
     return floors
 
@@ -46,13 +48,13 @@ def _inputs(module, datamodule):
     yield from module.state_dict().items()
 
 
-def _compute(module, datamodule, k: int, temperature: float) -> dict[str, float]:
+def _compute(module, datamodule, k: int, temperature: float, bank_size: int | None) -> dict[str, float]:
     was_training = module.training
     module.eval()
     floors = {}
     try:
         for name, key in (("raw_pixels", None), ("random_init", "embedding")):
-            bank, bank_labels = _features(module, datamodule.bank_dataloader(), key)
+            bank, bank_labels = _features(module, datamodule.bank_dataloader(size=bank_size), key)
             queries, labels = _features(module, datamodule.val_dataloader(), key)
             predictions = knn_predict(queries, bank, bank_labels, datamodule.num_classes, k, temperature)
             floors[f"{name}/knn_top1"] = round(float((predictions == labels).float().mean()), 6)

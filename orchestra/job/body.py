@@ -91,7 +91,7 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
             print(f"rank {trainer.global_rank} of {trainer.world_size} ({type(trainer.strategy).__name__})",
                   flush=True)
         if "floors" not in results and is_rank_zero():
-            results["floors"] = knn_floors(module, datamodule)
+            results["floors"] = knn_floors(module, datamodule, bank_size=_bank_size(cfg))
         if start is not None:
             print(f"resuming from {start}", flush=True)
         # Distributed strategies re-seed inside fit before callbacks build the probe; seeding here too gives every
@@ -109,10 +109,13 @@ def _fit(cfg: DictConfig, job_dir: JobDir, results: Results, save: Callable[[], 
     return results
 
 
+def _bank_size(cfg: DictConfig) -> int | None:
+    return ((cfg.get("callbacks") or {}).get("knn") or {}).get("bank_size")
+
+
 def _protocol(cfg: DictConfig, train_images: int) -> dict[str, str]:
     """The evaluation protocol with this job's kNN bank (all or a subset of the training images) and interval."""
-    knn = (cfg.get("callbacks") or {}).get("knn") or {}
-    return evaluation_protocol(train_images, knn.get("bank_size"), cfg.trainer.get("check_val_every_n_epoch", 1))
+    return evaluation_protocol(train_images, _bank_size(cfg), cfg.trainer.get("check_val_every_n_epoch", 1))
 
 
 def _search_pruning(cfg: DictConfig) -> Any:

@@ -57,6 +57,8 @@ def _checked(forward: Callable) -> Callable:
     return checked
 
 
+HOST_KEYS = ("sample_idx", "batch_key")  # batch keys that stay on the host when a batch moves to the device
+
 class Module(pl.LightningModule):
     """``Module(forward=..., backbone=..., projector=..., simclr_loss=..., optim=..., hparams=...)``.
 
@@ -102,10 +104,12 @@ class Module(pl.LightningModule):
         return batch
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        # sample_idx only tells views apart; on the host, method_zoo.split_views checks it without a GPU sync per step
-        if isinstance(batch, dict) and isinstance(batch.get("sample_idx"), torch.Tensor):
-            rest = {key: value for key, value in batch.items() if key != "sample_idx"}
-            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "sample_idx": batch["sample_idx"]}
+        # sample_idx only tells views apart; on the host, method_zoo.split_views checks it without a GPU sync per step.
+        # batch_key (a raw batch, data.pipeline=gpu) is read by the view builder on the host for the same reason.
+        if isinstance(batch, dict) and any(isinstance(batch.get(key), torch.Tensor) for key in HOST_KEYS):
+            host = {key: batch[key] for key in HOST_KEYS if key in batch}
+            rest = {key: value for key, value in batch.items() if key not in host}
+            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), **host}
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:

@@ -160,3 +160,29 @@ def test_report_states_each_members_bank(tmp_path):
     same = make_sweep(tmp_path / "same", [(["seed=0"], "COMPLETED", results_of("COMPLETED", 0.9, evaluation=small)),
                                           (["seed=1"], "COMPLETED", results_of("COMPLETED", 0.8, evaluation=small))])
     assert f"knn: {small['knn']}" in build(same).protocol_lines()
+
+
+def test_floors_use_the_same_subset_bank_as_the_online_knn():
+    from orchestra.callbacks.knn import knn_predict
+    from orchestra.evaluation.floors import knn_floors
+    from orchestra.model.backbones import SmallCNN
+
+    dm = ImageDataModule(train_limit=600, val_limit=200, eval_batch_size=200, seed=5)
+    dm.setup("fit")
+    torch.manual_seed(0)
+    module = torch.nn.Module()  # only the raw-pixel floor is checked by hand; random_init needs a forward
+    module.backbone = SmallCNN(1)
+    module.forward = lambda batch, stage: {"embedding": module.backbone(batch["image"])}
+    subset, full = knn_floors(module, dm, bank_size=50), knn_floors(module, dm)
+
+    def pixels(loader):
+        batches = list(loader)
+        x = torch.cat([b["image"] for b in batches]).flatten(1)
+        return torch.nn.functional.normalize(x, dim=1), torch.cat([b["label"] for b in batches])
+
+    bank, bank_labels = pixels(dm.bank_dataloader(size=50))
+    queries, labels = pixels(dm.val_dataloader())
+    expected = float((knn_predict(queries, bank, bank_labels, 10, 20, 0.07) == labels).float().mean())
+    assert bank.shape[0] == 50
+    assert subset["raw_pixels/knn_top1"] == pytest.approx(expected, abs=1e-6)
+    assert subset["raw_pixels/knn_top1"] != full["raw_pixels/knn_top1"]  # 50 images vote worse than 600
