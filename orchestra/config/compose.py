@@ -103,7 +103,11 @@ def compose(overrides: list[str]) -> DictConfig:
         except (HydraException, OmegaConfBaseException) as err:
             # Explain against the config this member would have had (its groups chosen), not the defaults.
             groups = [o.input_line for o in parsed if o.key_or_group in GROUPS]
-            base = hydra_compose(config_name="config", overrides=groups)
+            try:
+                base = hydra_compose(config_name="config", overrides=groups)
+            except (HydraException, OmegaConfBaseException) as group_err:  # the groups themselves (experiment=x)
+                raise UserError(" ".join(line.strip() for line in str(group_err).splitlines() if line.strip())) \
+                    from None
             raise UserError(_explain_override_error(str(err), base)) from None
     return cfg
 

@@ -91,6 +91,14 @@ def test_misspelt_config_key_points_at_the_right_one(tmp_path, capsys):
     assert not (tmp_path / "train").exists()
 
 
+def test_experiment_without_plus_says_to_append_it(tmp_path, capsys):
+    # experiment is not in the defaults list: Hydra's own fix (+experiment=...) comes back as the one line
+    code, _, err = _run(["train", "experiment=fashion_simclr", f"output_root={tmp_path}"], capsys)
+    assert code == 2
+    assert "+experiment=fashion_simclr" in _single_error_line(err)
+    assert not (tmp_path / "train").exists()
+
+
 def test_unparseable_override_is_quoted_back(tmp_path, capsys):
     code, _, err = _run(["train", "trainer.max_epochs=[1,2", f"output_root={tmp_path}"], capsys)
     assert code == 2
