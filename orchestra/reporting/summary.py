@@ -128,10 +128,14 @@ def hours(value: float) -> str:
 
 def _protocol(rows: SweepRows) -> dict[str, str]:
     """What the members say they used (their results files), the current protocol when none has said yet."""
-    protocol: dict[str, str] = {}
+    said: dict[str, list[str]] = {}
     for member in sorted(rows.members, key=lambda m: not m.completed):
         for key, text in member.evaluation.items():
-            protocol.setdefault(key, str(text))
+            if str(text) not in said.setdefault(key, []):
+                said[key].append(str(text))
+    # members may differ (a sweep over train_limit gives each its own kNN bank): every variant is stated
+    protocol = {key: texts[0] if len(texts) == 1 else "differs between members: " + " | ".join(texts)
+                for key, texts in said.items()}
     return protocol or dict(EVALUATION_PROTOCOL)
 
 
