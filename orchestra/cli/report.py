@@ -55,6 +55,14 @@ def report_command(path: str | None, wandb: bool = False, console: Console | Non
     sweep_dir = sweep_dir_from(path)
     print_report(sweep_dir, console)
     if wandb:
+        from orchestra.reporting.search_collect import search_spec
+
+        if search_spec(sweep_dir) is not None:
+            console.print(f"wandb report: not made for a search sweep; its trials' runs are in wandb group "
+                          f"'{sweep_dir.name}' (params under search/, state in the summary; orchestra sync "
+                          f"{sweep_dir} uploads offline ones), and the local report above is complete",
+                          highlight=False, soft_wrap=True, markup=False)
+            return 0
         try:
             from orchestra.tracking.wandb_report import publish_report
         except ImportError as err:

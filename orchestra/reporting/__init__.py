@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from launch.atomic import atomic_write, write_text
+from orchestra.reporting.search_summary import SearchReport
 from orchestra.reporting.summary import Report, build
 
 __all__ = ["Report", "build", "print_report", "write_report"]
@@ -34,10 +35,15 @@ def write_report(report: Report) -> list[Path]:
     return written
 
 
-def print_report(sweep_dir: Path, console: Console | None = None, write: bool = True) -> Report:
+def print_report(sweep_dir: Path, console: Console | None = None, write: bool = True) -> Report | SearchReport:
     """The table in the terminal and, unless ``write`` is false, the report files in the sweep directory."""
     from orchestra.reporting.render_table import print_terminal
+    from orchestra.reporting.search_collect import search_spec
 
+    if search_spec(Path(sweep_dir)) is not None:  # a search sweep: trials ranked by the objective, not a grid table
+        from orchestra.reporting.search_render import print_search_report
+
+        return print_search_report(Path(sweep_dir), console, write)
     console = console or Console()
     report = build(Path(sweep_dir))
     print_terminal(report, console)

@@ -45,9 +45,11 @@ def build_logger(cfg: DictConfig, job_dir: Path) -> Any:
             from orchestra.tracking.wandb_logger import FailSafeWandbLogger
 
             identity = run_identity(cfg, job_dir)
+            objective = ((cfg.get("search") or {}).get("objective") or {}).get("metric")
             return FailSafeWandbLogger(project=logger_cfg.get("project") or "orchestra",
                                        entity=logger_cfg.get("entity"), save_dir=str(job_dir), mode=mode,
-                                       summary_metrics=summary_metrics(cfg), **identity)
+                                       summary_metrics=summary_metrics(cfg),
+                                       search_metric=str(objective) if search_trial(cfg) else None, **identity)
         except Exception as err:  # logging must never cost a run its results
             warnings.warn(f"wandb logger unavailable ({type(err).__name__}: {err}); training continues without it",
                           RuntimeWarning, stacklevel=2)
@@ -111,6 +113,9 @@ def run_identity(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
     """The wandb.init arguments that name a member's run."""
     from orchestra.config.compose import redact
 
+    trial = search_trial(cfg)
+    if trial is not None:
+        return _trial_identity(cfg, job_dir, trial)
     membership = sweep_membership(job_dir)
     group, overrides = membership if membership else (TRAIN_GROUP, [])
     method = str(cfg.get("method_name") or "unknown")
@@ -121,6 +126,38 @@ def run_identity(cfg: DictConfig, job_dir: Path) -> dict[str, Any]:
         "job_type": method,
         "tags": tags_for(method, cfg.get("seed"), overrides),
         "config": redact(OmegaConf.to_container(cfg, resolve=True)),
+    }
+
+
+def search_trial(cfg: DictConfig) -> dict[str, Any] | None:
+    """``search.trial`` ({number, sweep_dir, worker, params}) when the job is a trial of a search sweep."""
+    search = cfg.get("search")
+    trial = search.get("trial") if isinstance(search, DictConfig) else None
+    return OmegaConf.to_container(trial, resolve=True) if isinstance(trial, DictConfig) else None
+
+
+def _trial_identity(cfg: DictConfig, job_dir: Path, trial: dict[str, Any]) -> dict[str, Any]:
+    """A trial's run sits in its sweep's group (trials live one level deeper, in <sweep>/trials/NNNN), its params
+    under ``search/<key>`` in the config so wandb's tables and parallel coordinates can plot them."""
+    from orchestra.config.compose import SECRET_KEY, redact
+
+    sweep_dir = Path(str(trial.get("sweep_dir") or Path(job_dir).resolve().parent.parent))
+    number = int(trial.get("number", 0))
+    params = {k: v for k, v in (trial.get("params") or {}).items() if not SECRET_KEY.search(str(k))}
+    method = str(cfg.get("method_name") or "unknown")
+    try:
+        fixed = json.loads((sweep_dir / SWEEP_MANIFEST).read_text()).get("search", {}).get("fixed", [])
+    except (OSError, ValueError, AttributeError):
+        fixed = []
+    overrides = [str(o) for o in fixed if not str(o).split("=", 1)[0].lstrip("+~").startswith("search")]
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    return {
+        "id": run_id(job_dir),
+        "name": f"trial-{number}",
+        "group": sweep_dir.name,
+        "job_type": method,
+        "tags": [*tags_for(method, cfg.get("seed"), overrides), "search", f"trial-{number}"],
+        "config": {**config, **{f"search/{key}": value for key, value in params.items()}},
     }
 
 

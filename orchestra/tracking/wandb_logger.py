@@ -6,6 +6,7 @@ broken connection). The first failure prints one warning and turns the logger in
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,8 +21,10 @@ STEP_METRIC = "trainer/global_step"
 
 
 class FailSafeWandbLogger(WandbLogger):
-    def __init__(self, *, summary_metrics: tuple[str, ...] = (), **kwargs: Any) -> None:
+    def __init__(self, *, summary_metrics: tuple[str, ...] = (), search_metric: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._search_metric = search_metric  # a search trial's objective: its run's summary gets the trial's end
         if wandb_init_kwargs(self).get("anonymous", False) is None:
             del wandb_init_kwargs(self)["anonymous"]  # passing None makes wandb warn in every job log that it is unused
         self._summary_metrics = summary_metrics
@@ -132,6 +135,12 @@ class FailSafeWandbLogger(WandbLogger):
         if divergence is not None:  # its own state, so a dashboard never reads it as an ordinary crash
             run.summary.update({"state": "DIVERGED", **{f"divergence/{k}": v for k, v in divergence.items()}})
             run.tags = (*run.tags, "diverged")
+        elif self._search_metric is not None:
+            ending = trial_ending(_attached_trainer(getattr(self, "_module", None)), status, self._search_metric,
+                                 stopped_for_requeue())
+            run.summary.update(ending)
+            if ending["state"] == "PRUNED":
+                run.tags = (*run.tags, "pruned")
         if status != "success" and stopped_for_requeue():
             run.mark_preempting()  # the next attempt resumes this run id
         # Finished here rather than at interpreter exit: a job run in-process (tests, `orchestra train`) must not
@@ -147,3 +156,22 @@ def _attached_trainer(module: Any) -> Any:
         return module.trainer
     except RuntimeError:
         return None
+
+
+def trial_ending(trainer: Any, status: str, metric: str, requeued: bool) -> dict[str, Any]:
+    """A search trial's state as its results.json will say it (COMPLETED, PRUNED, PREEMPTED or FAILED), where the
+    pruner stopped it, and the objective at its last validation."""
+    pruned = next((c.pruned_at for c in getattr(trainer, "callbacks", None) or []
+                   if isinstance(getattr(c, "pruned_at", None), dict)), None)
+    value = (getattr(trainer, "callback_metrics", None) or {}).get(metric)
+    value = float(value) if value is not None else None
+    if status == "success" and pruned:
+        ending = {"state": "PRUNED", **{f"search/pruned_at/{k}": v for k, v in pruned.items()}}
+    elif status == "success":  # as the job body decides: a step taken and a finite last validation
+        trained = getattr(trainer, "global_step", 0) > 0 and value is not None and math.isfinite(value)
+        ending = {"state": "COMPLETED" if trained else "FAILED"}
+    else:
+        ending = {"state": "PREEMPTED" if requeued else "FAILED"}
+    if value is not None and ending["state"] in ("COMPLETED", "PRUNED"):
+        ending[f"search/objective/{metric}"] = value
+    return ending

@@ -41,7 +41,9 @@ def job_dirs(target: Path) -> list[Path]:
             members = manifest.load(target).members
         except manifest.ManifestError as err:
             raise UserError(str(err)) from None
-        return [manifest.member_dir(target, m) for m in members]
+        trials = target / "trials"  # a search sweep: its members are workers, its runs are the trials'
+        return [manifest.member_dir(target, m) for m in members] + (
+            sorted(d for d in trials.iterdir() if d.is_dir()) if trials.is_dir() else [])
     if (target / "config.yaml").is_file():
         return [target]
     raise UserError(f"{target} is neither a sweep directory (sweep.json) nor a job directory (config.yaml); pass "
