@@ -84,6 +84,13 @@ def test_six_trials_two_workers_with_a_pruner(tmp_path):
             assert round(reported, 6) == history[-1]["metrics"]["probe/top1"]  # the history keeps 6 digits
             assert "pruned by the search" in (job_dir / "log.txt").read_text()
 
+    # the report the sweep ended in names the best trial of the results files (not of the study's own record)
+    finished = {t.number: read_json(sweep_dir / "trials" / f"{t.number:04d}" / "results.json") for t in trials}
+    number, best_results = max(((n, r) for n, r in finished.items() if r["state"] == "COMPLETED"),
+                               key=lambda item: item[1]["metrics"]["probe/top1"])
+    report_md = (sweep_dir / "report.md").read_text()
+    assert f"best trial: {number} — probe/top1 {best_results['metrics']['probe/top1']:.4f}" in report_md, report_md
+
     # status: the trials table without torch (tests/orchestra/test_cli_commands checks the import), PRUNED with
     # where it stopped
     status = run_cli(["status", str(sweep_dir)], cwd=tmp_path)
