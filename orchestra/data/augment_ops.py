@@ -119,21 +119,56 @@ def gray(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(1, keepdim=True)
 
 
+def _rows_of(chosen: torch.Tensor) -> torch.Tensor:
+    """CPU indices of the rows a 0/1 (or bool) mask marks: the row subset is chosen on the CPU, never synced."""
+    return chosen.cpu().bool().nonzero().squeeze(1)
+
+
+def _set_rows(images: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    if index.numel() == images.shape[0]:
+        images.copy_(values)
+    else:
+        images[index.to(images.device)] = values
+
+
+def _take(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return images if index.numel() == images.shape[0] else images[index.to(images.device)]
+
+
+def jitter_(images: torch.Tensor, on: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``apply_jitter`` in place, computed only on the rows ``on`` marks.
+
+    The same operations in the same order as the blend ``on * jittered + (1 - on) * images`` took on every row, so
+    the values are bit-identical to it: with ``on`` 0 or 1 the blend returned one of its two terms exactly.
+    """
+    index = _rows_of(on)
+    if index.numel() == 0:
+        return images
+    brightness, contrast, saturation = (_per_image(factors[index, i], images) for i in range(3))
+    out = _take(images, index) * brightness
+    mean = gray(out).mean(dim=(2, 3), keepdim=True)
+    out.sub_(mean).mul_(contrast).add_(mean)
+    grey = gray(out)
+    out.sub_(grey).mul_(saturation).add_(grey).clamp_(0, 1)  # grey + (out - grey) * s: addition commutes exactly
+    _set_rows(images, index, out)
+    return images
+
+
 def apply_jitter(images: torch.Tensor, on: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, then saturation, each scaled by its factor; images not ``on`` are left as they were."""
-    on = _per_image(on, images)
-    brightness, contrast, saturation = (_per_image(factors[:, i], images) for i in range(3))
-    out = images * brightness
-    mean = gray(out).mean(dim=(2, 3), keepdim=True)
-    out = (out - mean) * contrast + mean
-    grey = gray(out)
-    out = (grey + (out - grey) * saturation).clamp(0, 1)
-    return on * out + (1 - on) * images
+    return jitter_(images.clone(), on, factors)
+
+
+def gray_(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``apply_gray`` in place, on the chosen rows only."""
+    index = _rows_of(chosen)
+    if index.numel() and images.shape[1] > 1:
+        _set_rows(images, index, gray(_take(images, index)).expand(-1, images.shape[1], -1, -1))
+    return images
 
 
 def apply_gray(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    chosen = _per_image(chosen, images)
-    return chosen * gray(images).expand_as(images) + (1 - chosen) * images
+    return gray_(images.clone(), chosen)
 
 
 def blur_matrices(kernels: torch.Tensor, size: int) -> torch.Tensor:
@@ -155,9 +190,9 @@ def blur_matrices(kernels: torch.Tensor, size: int) -> torch.Tensor:
     return matrices
 
 
-def apply_blur(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Blur the images ``on`` (a CPU bool mask) marks, each with its own sigma; reflect-padded, separable."""
-    chosen = on.cpu().nonzero().squeeze(1)
+def blur_(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """``apply_blur`` in place."""
+    chosen = _rows_of(on)
     if chosen.numel() == 0:
         return images
     _, _, height, width = images.shape
@@ -171,29 +206,40 @@ def apply_blur(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max
     # CPU than a grouped convolution with one group per image and channel, and one kernel on a GPU.
     rows = blur_matrices(kernel, height).unsqueeze(1)
     cols = blur_matrices(kernel, width).transpose(1, 2).unsqueeze(1)
-    index = chosen.to(images.device)
-    out = images.clone()
-    out[index] = rows @ images[index] @ cols
-    return out
+    _set_rows(images, chosen, rows @ _take(images, chosen) @ cols)
+    return images
+
+
+def apply_blur(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Blur the images ``on`` (a CPU bool mask) marks, each with its own sigma; reflect-padded, separable."""
+    return blur_(images.clone(), on, sigmas, max_sigma)
+
+
+def solarize_(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """``apply_solarize`` in place, on the chosen rows only."""
+    index = _rows_of(chosen)
+    if index.numel():
+        picked = _take(images, index)
+        _set_rows(images, index, torch.where(picked >= 0.5, 1 - picked, picked))
+    return images
 
 
 def apply_solarize(images: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """Invert the pixels at or above 0.5 (images in [0, 1]) of the chosen images."""
-    chosen = chosen.to(images.device).view(-1, 1, 1, 1)
-    return torch.where(chosen & (images >= 0.5), 1 - images, images)
+    return solarize_(images.clone(), chosen)
 
 
 def apply_view(pixels: torch.Tensor, spec: AugmentSpec, params: ViewParams, size: int) -> torch.Tensor:
     """Float ``[n, C, H, W]`` in [0, 1] -> the view ``params`` (``n`` rows of them) describe, on the pixels' device."""
     if len(params) != pixels.shape[0]:
         raise ValueError(f"{len(params)} rows of view parameters for {pixels.shape[0]} images")
-    x = apply_crop(pixels, params.theta, size)
+    x = apply_crop(pixels, params.theta, size)  # a fresh tensor: every later step may work in place
     if params.jitter is not None:
-        x = apply_jitter(x, params.jitter_on, params.jitter)
+        jitter_(x, params.jitter_on, params.jitter)
     if params.gray is not None:
-        x = apply_gray(x, params.gray)
+        gray_(x, params.gray)
     if params.blur_on is not None:
-        x = apply_blur(x, params.blur_on, params.sigma, spec.blur_sigma[1])
+        blur_(x, params.blur_on, params.sigma, spec.blur_sigma[1])
     if params.solarize is not None:
-        x = apply_solarize(x, params.solarize)
+        solarize_(x, params.solarize)
     return x

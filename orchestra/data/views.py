@@ -27,6 +27,9 @@ from orchestra.errors import UserError
 
 LOCAL_STREAM = 1  # local crop j draws from (seed, epoch, batch, j, LOCAL_STREAM): apart from the global views' streams
 RAW_KEYS = ("raw", "label", "sample_idx", "batch_key")
+# Images augmented together on a CPU: a chunk's float views (8 x 3 x 224 x 224 x 4 B = 4.8 MB) stay near the
+# cache; fewer rows pay per-call overheads, more stream through memory (bench/augment_candidates.py --profile).
+CPU_CHUNK = 8
 
 
 def stream(*numbers: int) -> torch.Generator:
@@ -94,25 +97,41 @@ class ViewBuilder:
         if mine.numel() != raw["raw"].shape[0]:
             raise ValueError(f"raw batch holds {raw['raw'].shape[0]} images but rank {rank} of {world_size} owns "
                              f"{mine.numel()} of a global batch of {n_global}")
-        pixels = raw["raw"].float().div_(255)  # once for all views and crops
         sample_idx, label = raw["sample_idx"], raw["label"]
-        views = [self._view(pixels, self.recipe.for_view(v), self.size, stream(self.seed, epoch, index, v),
-                            n_global, mine) for v in range(self.views)]
-        batch = {
-            "image": self.normalize(torch.cat(views)),
-            "label": label.repeat(self.views),
-            "sample_idx": sample_idx.repeat(self.views),
-        }
+        views = [(self.recipe.for_view(v), self.size, stream(self.seed, epoch, index, v)) for v in range(self.views)]
+        crops = [(self.recipe.local, self.local_size, stream(self.seed, epoch, index, v, LOCAL_STREAM))
+                 for v in range(self.local_views)]
+        image, local_image = self._build(raw["raw"], views, crops, n_global, mine)
+        batch = {"image": image, "label": label.repeat(self.views), "sample_idx": sample_idx.repeat(self.views)}
         if self.local_views:
-            crops = [self._view(pixels, self.recipe.local, self.local_size,
-                                stream(self.seed, epoch, index, v, LOCAL_STREAM), n_global, mine)
-                     for v in range(self.local_views)]
-            batch["local_image"] = self.normalize(torch.cat(crops))
+            batch["local_image"] = local_image
             batch["local_sample_idx"] = sample_idx.repeat(self.local_views)
         return batch
 
-    @staticmethod
-    def _view(pixels: torch.Tensor, spec: AugmentSpec, size: int, gen: torch.Generator, n_global: int,
-              mine: torch.Tensor) -> torch.Tensor:
-        params = draw_view(spec, n_global, pixels.shape[1], gen)  # the whole global batch's draws, on the CPU
-        return apply_view(pixels, spec, params.rows(mine), size)
+    def _build(self, raw: torch.Tensor, views: list, crops: list, n_global: int,
+               mine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised global views and local crops, view-major, built ``chunk_rows`` images at a time.
+
+        Every step works row by row, so a chunk's rows come out exactly as they would in the whole batch. On the CPU
+        a chunk keeps the working set of a step (a few MB) in cache instead of streaming a 150 MB tensor through
+        memory some twenty times per view; on another device one chunk is the whole batch.
+        """
+        n, channels = raw.shape[0], raw.shape[1]
+        drawn = [(spec, size, draw_view(spec, n_global, channels, gen).rows(mine)) for spec, size, gen in views + crops]
+        outputs = [torch.empty(len(group) * n, channels, size, size, device=raw.device)
+                   for group, size in ((views, self.size), (crops, self.local_size)) if group]
+        step = chunk_rows(n, raw.device)
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            pixels = raw[start:stop].float().div_(255)  # once per chunk for all its views and crops
+            rows = torch.arange(start, stop)
+            for v, (spec, size, params) in enumerate(drawn):
+                out, place = (outputs[0], v) if v < len(views) else (outputs[-1], v - len(views))
+                out[place * n + start:place * n + stop] = self.normalize(apply_view(pixels, spec, params.rows(rows),
+                                                                                    size))
+        return outputs[0], outputs[1] if crops else None
+
+
+def chunk_rows(n: int, device: torch.device) -> int:
+    """Images per chunk: ``CPU_CHUNK`` on the CPU, all of them on an accelerator (one kernel launch per step)."""
+    return CPU_CHUNK if device.type == "cpu" else max(1, n)
