@@ -12,32 +12,19 @@ accelerator against this machine.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
 from collections.abc import Iterable
 from typing import Any
 
+from orchestra.config.optim_checks import optim_problems
+from orchestra.config.values import MISSING, is_int
 from orchestra.errors import UserError
 
-MISSING = "???"  # OmegaConf's mark for a mandatory value nobody set
 # The top-level keys the checks read; resolving only these keeps a sweep's validation cheap.
 SECTIONS = ("seed", "optim", "trainer", "data", "launcher", "strategy", "callbacks", "module")
-# orchestra.Module's keywords that are settings, not parts an optim.param_groups entry could name
-MODULE_SETTINGS = ("forward", "optim", "hparams", "channels_last", "compile")
 MAX_LINES = 30  # a sweep where every member is wrong in its own way still fits on a screen
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> float | None:
-    """The value as a finite float; None for anything else (strings, bools, nan, inf)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _missing(node: Any, prefix: str = "") -> Iterable[str]:
@@ -60,114 +47,14 @@ def _seed_problems(cfg: dict) -> list[str]:
     seed = cfg.get("seed")
     if seed == MISSING or "seed" not in cfg:
         return []
-    if not _is_int(seed) or not 0 <= seed < 2**32:
+    if not is_int(seed) or not 0 <= seed < 2**32:
         return [f"seed must be a whole number from 0 to 2**32-1, got {seed!r}; set e.g. seed=0"]
     return []
 
 
-def _rate_problem(key: str, value: Any) -> str | None:
-    if value == MISSING:
-        return None
-    rate = _real(value)
-    if isinstance(value, str):  # lr_scaling reads it with float(): a quoted number still works
-        try:
-            rate = float(value) if math.isfinite(float(value)) else None
-        except ValueError:
-            rate = None
-    if rate is None or rate <= 0:
-        return f"{key} must be a positive number, got {value!r}; set e.g. {key}=0.001"
-    return None
-
-
-def _optim_problems(cfg: dict) -> list[str]:
-    optim = cfg.get("optim")
-    if not isinstance(optim, dict):
-        return []
-    problems = [_rate_problem(f"optim.{k}", v) for k, v in optim.items() if k == "lr" or str(k).endswith("_lr")]
-    callbacks = cfg.get("callbacks") if isinstance(cfg.get("callbacks"), dict) else {}
-    problems += [_rate_problem(f"callbacks.{name}.lr", cb["lr"]) for name, cb in callbacks.items()
-                 if isinstance(cb, dict) and "lr" in cb]
-    # (key, lowest, highest, example): ranges the optimizers and the schedule assume
-    ranges = [("weight_decay", 0.0, math.inf, "1e-4"), ("momentum", 0.0, 1.0, "0.9"),
-              ("warmup_epochs", 0.0, math.inf, "1"), ("min_lr_ratio", 0.0, 1.0, "0.0")]
-    for key, low, high, example in ranges:
-        value = optim.get(key, 0.0)
-        if value != MISSING and (_real(value) is None or not low <= value <= high):
-            span = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
-            problems.append(f"optim.{key} must be a number {span}, got {value!r}; set e.g. optim.{key}={example}")
-    base = optim.get("base_batch_size", 1)
-    if base != MISSING and (not _is_int(base) or base < 1):
-        problems.append(f"optim.base_batch_size must be a positive whole number, got {base!r}; "
-                        f"set e.g. optim.base_batch_size=256")
-    from orchestra.model.lr_scaling import RULES  # torch-free
-
-    rule = optim.get("lr_scaling", "none")
-    if rule != MISSING and rule not in RULES:
-        problems.append(f"optim.lr_scaling={rule!r} is not a rule; use one of: {', '.join(RULES)}")
-    problems += _param_group_problems(optim.get("param_groups"), cfg.get("module"))
-    problems += _vit_optim_problems(optim)
-    return [p for p in problems if p]
-
-
-def _vit_optim_problems(optim: dict) -> list[str]:
-    """``optim.no_decay`` (true, false or a list of rules) and ``optim.weight_decay_end`` (null or a number at least
-    0); whether a rule matches a parameter only the built Module can tell."""
-    problems = []
-    rules = optim.get("no_decay", False)
-    if rules not in (None, True, False, MISSING) and not (
-            isinstance(rules, list) and rules and all(isinstance(r, str) and r for r in rules)):
-        problems.append(f"optim.no_decay must be true, false or a list of rules, got {rules!r}; "
-                        f"set e.g. optim.no_decay=[1d,pos_embed,cls_token]")
-    end = optim.get("weight_decay_end")
-    if end is not None and end != MISSING and (_real(end) is None or end < 0):
-        problems.append(f"optim.weight_decay_end must be null (constant) or a number at least 0, got {end!r}; "
-                        f"set e.g. optim.weight_decay_end=0.4")
-    return problems
-
-
-def _param_group_problems(groups: Any, module: Any) -> list[str]:
-    """``optim.param_groups``: a list of ``{params: <Module part or parts>, lr, weight_decay, fixed_lr}``. Only a
-    path's first name is checked here (the Module's parts are its config keys); the Module checks the rest."""
-    from orchestra.model.lr_scaling import GROUP_KEYS  # torch-free
-
-    if groups is None or groups == MISSING:
-        return []
-    example = "optim.param_groups=[{params:predictor,fixed_lr:true}]"
-    if not isinstance(groups, list):
-        return [f"optim.param_groups must be a list of groups, got {groups!r}; set e.g. {example}"]
-    parts = sorted(k for k in module if not k.startswith("_") and k not in MODULE_SETTINGS) \
-        if isinstance(module, dict) else None
-    problems: list[str | None] = []
-    for index, group in enumerate(groups):
-        key = f"optim.param_groups.{index}"
-        if not isinstance(group, dict):
-            problems.append(f"{key} must be a mapping, got {group!r}; set e.g. {example}")
-            continue
-        unknown = sorted(set(map(str, group)) - set(GROUP_KEYS))
-        if unknown:
-            problems.append(f"{key} has unknown key(s) {', '.join(unknown)}; use: {', '.join(GROUP_KEYS)}")
-        names = group.get("params")
-        names = [names] if isinstance(names, str) else names
-        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
-            problems.append(f"{key}.params must name a Module part or a list of them, got {group.get('params')!r}; "
-                            f"set e.g. {key}.params=predictor")
-        elif parts is not None:
-            problems += [f"{key}.params: '{name}' is not a part of the Module; its parts: {', '.join(parts)}"
-                         for name in names if name.split(".")[0] not in parts]
-        if "lr" in group and group["lr"] is not None:
-            problems.append(_rate_problem(f"{key}.lr", group["lr"]))
-        decay = group.get("weight_decay")
-        if decay is not None and decay != MISSING and (_real(decay) is None or decay < 0):
-            problems.append(f"{key}.weight_decay must be a number at least 0, got {decay!r}; set e.g. "
-                            f"{key}.weight_decay=0")
-        if not isinstance(group.get("fixed_lr", False), bool):
-            problems.append(f"{key}.fixed_lr must be true or false, got {group['fixed_lr']!r}")
-    return [p for p in problems if p]
-
-
 def _count_problem(key: str, value: Any, allowed: str, example: str, extra: tuple = ()) -> str | None:
     """A whole-number setting that must be at least 1 (``extra``: other values Lightning also accepts)."""
-    if value == MISSING or value in extra and not isinstance(value, bool) or _is_int(value) and value >= 1:
+    if value == MISSING or value in extra and not isinstance(value, bool) or is_int(value) and value >= 1:
         return None
     return f"{key} must be {allowed}, got {value!r}; set e.g. {key}={example}"
 
@@ -183,11 +70,11 @@ def _bank_problems(cfg: dict) -> list[str]:
 
 def _trainer_problems(trainer: dict) -> list[str]:
     steps = trainer.get("max_steps")
-    unlimited_epochs = (-1,) if _is_int(steps) and steps >= 1 else ()  # Lightning: -1 means max_steps decides
+    unlimited_epochs = (-1,) if is_int(steps) and steps >= 1 else ()  # Lightning: -1 means max_steps decides
     epochs = trainer.get("max_epochs")
     problems = [
         "trainer.max_epochs=0 trains nothing (the run would end with nan metrics); set trainer.max_epochs=1 or more"
-        if epochs == 0 and _is_int(epochs) else
+        if epochs == 0 and is_int(epochs) else
         _count_problem("trainer.max_epochs", epochs, "a whole number of epochs, 1 or more", "5",
                        (None, *unlimited_epochs)),  # None: Lightning's own default
         _count_problem("trainer.num_nodes", trainer.get("num_nodes", 1), "a whole number, 1 or more", "1"),
@@ -200,12 +87,12 @@ def _trainer_problems(trainer: dict) -> list[str]:
         problems.append(_count_problem("trainer.max_steps", steps, "-1 (no limit) or a whole number, 1 or more",
                                        "1000", (-1,)))
     devices = trainer.get("devices", "auto")
-    if isinstance(devices, bool) or _is_int(devices) and devices < 1 and devices != -1:
+    if isinstance(devices, bool) or is_int(devices) and devices < 1 and devices != -1:
         problems.append(f"trainer.devices must be a whole number, 1 or more (-1 or auto: all of them), got "
                         f"{devices!r}; set e.g. trainer.devices=1")
     limit = trainer.get("limit_train_batches")
     if limit is not None and limit != MISSING and (isinstance(limit, bool) or not (
-            _is_int(limit) and limit >= 1 or isinstance(limit, float) and 0 < limit <= 1)):
+            is_int(limit) and limit >= 1 or isinstance(limit, float) and 0 < limit <= 1)):
         problems.append(f"trainer.limit_train_batches must be null, a whole number of batches (1 or more) or a "
                         f"fraction in (0, 1], got {limit!r}; set e.g. trainer.limit_train_batches=null")
     return [p for p in problems if p]
@@ -215,7 +102,7 @@ def _ranks(trainer: dict) -> int | None:
     devices, nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
     if isinstance(devices, str) and devices.isdigit():
         devices = int(devices)
-    if _is_int(devices) and devices >= 1 and _is_int(nodes) and nodes >= 1:
+    if is_int(devices) and devices >= 1 and is_int(nodes) and nodes >= 1:
         return devices * nodes
     return None  # auto, -1 or a list: Lightning decides, so the split cannot be checked here
 
@@ -227,7 +114,7 @@ def _batch_problems(cfg: dict, sizes: tuple[int, int] | None) -> list[str]:
     if not isinstance(data, dict) or not isinstance(trainer, dict):
         return []
     batch = data.get("batch_size")
-    if not _is_int(batch) or batch < 1:
+    if not is_int(batch) or batch < 1:
         return []  # the data checks name it
     problems = []
     ranks = _ranks(trainer)
@@ -238,7 +125,7 @@ def _batch_problems(cfg: dict, sizes: tuple[int, int] | None) -> list[str]:
     if sizes is None:
         return problems
     images = sizes[0]
-    limited = " (data.train_limit)" if _is_int(data.get("train_limit")) else ""
+    limited = " (data.train_limit)" if is_int(data.get("train_limit")) else ""
     if batch > images:
         problems.append(f"data.batch_size={batch} is more than the {images} training images{limited}: the last "
                         f"partial batch is dropped, so no epoch would train; set data.batch_size={images} or less"
@@ -280,7 +167,7 @@ def _hardware_problems(cfg: dict) -> list[str]:
         return [f"trainer.accelerator={accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu "
                 f"here, or launcher=slurm to run on the cluster's GPUs"]
     devices = trainer.get("devices")
-    if gpus is not None and _is_int(devices) and devices > gpus:
+    if gpus is not None and is_int(devices) and devices > gpus:
         return [f"trainer.devices={devices} but this machine has {gpus} CUDA GPU(s); set trainer.devices={gpus} "
                 f"or fewer, or use launcher=slurm"]
     return []
@@ -341,7 +228,7 @@ class ConfigChecks:
         # a missing data value is the data checks' to name, with a fix that knows the dataset
         missing = [k for k in _missing(cfg) if answers is None or not k.startswith("data.")]
         problems = [_required(k) for k in missing]
-        problems += _seed_problems(cfg) + _optim_problems(cfg) + _bank_problems(cfg)
+        problems += _seed_problems(cfg) + optim_problems(cfg) + _bank_problems(cfg)
         trainer = cfg.get("trainer")
         if isinstance(trainer, dict):
             problems += _trainer_problems(trainer)
