@@ -152,6 +152,7 @@ def profile(images: torch.Tensor, repeats: int, before: str) -> None:
     chunk = chunk_rows(images.shape[0], images.device)
     steps: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     whole: dict[str, list[float]] = {"before": [], "after": []}
+    differ = 0.0
     for r in range(repeats):
         for name in ("before", "after") if r % 2 == 0 else ("after", "before"):
             ops, rows = (old_ops, images.shape[0]) if name == "before" else (augment_ops, chunk)
@@ -159,10 +160,11 @@ def profile(images: torch.Tensor, repeats: int, before: str) -> None:
             began = time.perf_counter()
             out = builders[name](raw_batch(images, r))["image"]
             whole[name].append(time.perf_counter() - began)
-        assert torch.equal(out, builders["before" if name == "after" else "after"](raw_batch(images, r))["image"])
+        other = builders["before" if name == "after" else "after"](raw_batch(images, r))["image"]
+        differ = max(differ, (out - other).abs().max().item())
     print(f"{images.shape[0]} images 3x{SIZE}x{SIZE}, one view of {OUT} px per step ({spec.blur_p=}, "
           f"{spec.solarize_p=}), 1 thread, median of {repeats}; before = git {before} (whole batch), after = "
-          f"today ({chunk} rows a chunk); the two builders' views were checked bit-identical")
+          f"today ({chunk} rows a chunk); the two builders' views differ by at most {differ:.1e}")
     print(f"{'step':28} {'before ms':>10} {'after ms':>10} {'before/after':>13}")
     for step in steps["after"][0]:
         b, a = (statistics.median(s[step] for s in steps[n]) * 1e3 for n in ("before", "after"))

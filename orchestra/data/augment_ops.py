@@ -136,21 +136,24 @@ def _take(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def jitter_(images: torch.Tensor, on: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """``apply_jitter`` in place, computed only on the rows ``on`` marks.
+    """``apply_jitter`` in place, computed only on the rows ``on`` marks, as one affine map per image.
 
-    The same operations in the same order as the blend ``on * jittered + (1 - on) * images`` took on every row, so
-    the values are bit-identical to it: with ``on`` 0 or 1 the blend returned one of its two terms exactly.
+    Brightness ``b``, contrast ``c`` about the mean gray level ``m`` of the brightened image, then saturation ``s``
+    about each pixel's gray level: all three are linear and only the end is clamped, so they fold into
+    ``x * (s b c) + gray(x) * ((1 - s) b c) + m (1 - c)`` with ``m = b * mean(gray(x))`` -- one pass over the
+    colour channels instead of a dozen. Equal to the step-by-step form within a few 1e-7 (float rounding).
     """
     index = _rows_of(on)
     if index.numel() == 0:
         return images
     brightness, contrast, saturation = (_per_image(factors[index, i], images) for i in range(3))
-    out = _take(images, index) * brightness
-    mean = gray(out).mean(dim=(2, 3), keepdim=True)
-    out.sub_(mean).mul_(contrast).add_(mean)
-    grey = gray(out)
-    out.sub_(grey).mul_(saturation).add_(grey).clamp_(0, 1)  # grey + (out - grey) * s: addition commutes exactly
-    _set_rows(images, index, out)
+    x = _take(images, index)
+    grey = gray(x)
+    shift = brightness * grey.mean(dim=(2, 3), keepdim=True) * (1 - contrast)
+    grey = grey * ((1 - saturation) * brightness * contrast) + shift  # a new tensor: gray() may return x itself
+    out = x.mul_(saturation * brightness * contrast).add_(grey).clamp_(0, 1)
+    if out is not images:
+        _set_rows(images, index, out)
     return images
 
 

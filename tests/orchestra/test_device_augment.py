@@ -2,9 +2,10 @@
 
 The device path is the same code on tensors that have been moved: here the "device" is the CPU, so the raw batch
 goes through ``ImageDataModule.on_after_batch_transfer`` exactly as Lightning hands it over after the transfer, and
-the views must be bit-identical to the loader's (``pipeline=cpu``) and to the implementation before the draw/apply
-split (read from git at ``PRE_REFACTOR``, and as figures it produced). On a real GPU the kernels may round the last
-bit differently; the random parameters are the same, drawn on the CPU.
+the views must be bit-identical to the loader's (``pipeline=cpu``) and match the implementation before the draw/apply
+split (read from git at ``PRE_REFACTOR``, and as figures it produced): bit for bit where no colour jitter runs, within
+``JITTER_ATOL`` where it does (see there). On a real GPU the kernels may round the last bit differently; the random
+parameters are the same, drawn on the CPU.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ from orchestra.jobstate.job_dir import prepare_job_dir
 
 PRE_REFACTOR = "1a4aff7d37df1db871fa1e91a8abd7e914efe936"  # the last commit with the single-step augment_batch
 TRAIN, BATCH, VIEWS, LOCAL = 256, 48, 2, 3
+# Since issue 14 (A3) colour jitter folds brightness, contrast and saturation into one affine map per image, which
+# rounds differently from the three steps PRE_REFACTOR took (measured at most 2.4e-7 on [0, 1] pixels). The views go
+# through ``x * 2 - 1`` below, which doubles it; every later step (grayscale, blur, solarize at 0.5, clamp) is
+# continuous, so it cannot grow further. A wrong factor or a skipped image differs by 1e-2 or more.
+JITTER_ATOL = 1e-6
 
 
 def _rgb(n: int = 96, size: int = 32) -> ImageArrays:
@@ -53,10 +59,13 @@ def _by_view(tensor: torch.Tensor, views: int) -> torch.Tensor:
     return tensor.reshape(views, tensor.shape[0] // views, *tensor.shape[1:])
 
 
-def _assert_same(a: dict, b: dict) -> None:
+def _assert_same(a: dict, b: dict, atol: float = 0.0) -> None:
     assert a.keys() == b.keys()
     for key in a:
-        assert torch.equal(a[key], b[key]), key
+        if atol and a[key].is_floating_point():
+            assert (a[key] - b[key]).abs().max().item() <= atol, key
+        else:
+            assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +90,9 @@ def reference() -> types.SimpleNamespace:
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 @pytest.mark.parametrize("world_size", [1, 2, 3])
-def test_views_are_bit_identical_to_the_pre_refactor_implementation(reference, preset, world_size):
+def test_views_match_the_pre_refactor_implementation(reference, preset, world_size):
     channels = 1 if "digits" in preset else 3
+    atol = JITTER_ATOL if PRESETS[preset].for_view(0).color_jitter > 0 else 0.0  # digits: bit for bit
     arrays = ImageArrays(_rgb().images[:, :channels], _rgb().labels)
     old = reference.batches.AugmentedViews(arrays, reference.augment.PRESETS[preset], VIEWS, 24, 5,
                                            lambda x: x * 2 - 1, LOCAL, 12)
@@ -91,12 +101,13 @@ def test_views_are_bit_identical_to_the_pre_refactor_implementation(reference, p
         sampler = EpochBatchSampler(len(arrays), 30, 5, True, True, rank, world_size)
         sampler.set_epoch(2)
         for key in list(sampler)[:2]:
-            _assert_same(new[key], old[key])
-    # the one-call augment_batch others use draws and applies exactly as before, too
+            _assert_same(new[key], old[key], atol)
+    # the one-call augment_batch others use draws and applies as before, too
     images = arrays.images[:17]
     for spec in (PRESETS[preset].for_view(0), PRESETS[preset].for_view(1), PRESETS[preset].local):
-        assert torch.equal(augment_batch(images, spec, 20, torch.Generator().manual_seed(3)),
-                           reference.augment.augment_batch(images, spec, 20, torch.Generator().manual_seed(3)))
+        _assert_same({"view": augment_batch(images, spec, 20, torch.Generator().manual_seed(3))},
+                     {"view": reference.augment.augment_batch(images, spec, 20, torch.Generator().manual_seed(3))},
+                     atol / 2)  # no x * 2 - 1 here
 
 
 @pytest.mark.parametrize(("preset", "figures"), [
@@ -268,3 +279,21 @@ def test_a_run_with_the_device_pipeline_trains_exactly_as_the_loader_pipeline(tm
     assert device_state.keys() == loader_state.keys()
     for key in device_state:  # the same batches, so the very same weights
         assert torch.equal(device_state[key], loader_state[key]), key
+
+
+def test_building_the_views_in_chunks_of_rows_changes_no_bit(monkeypatch):
+    # the CPU builds CPU_CHUNK images at a time (cache-sized work); every step works row by row, so the chunk size
+    # must not show in the views: a whole-batch build (an accelerator's one chunk) gives the very same tensors
+    from orchestra.data import views
+
+    images = _rgb(21).images
+    raw = {"raw": images, "label": torch.zeros(21, dtype=torch.int64), "sample_idx": torch.arange(21),
+           "batch_key": torch.tensor([0, 4, 0, 1, 21])}
+    builder = ViewBuilder(PRESETS["dino_natural"], VIEWS, 24, 0, lambda x: x - 0.5, LOCAL, 12)
+    chunked = builder(raw)
+    assert views.chunk_rows(21, images.device) == views.CPU_CHUNK < 21  # so the default build above was chunked
+    monkeypatch.setattr(views, "CPU_CHUNK", 1000)
+    _assert_same(builder(raw), chunked)
+    monkeypatch.setattr(views, "CPU_CHUNK", 5)  # a last chunk of 1 row
+    _assert_same(builder(raw), chunked)
+    assert chunked["image"].shape == (VIEWS * 21, 3, 24, 24) and chunked["local_image"].shape == (LOCAL * 21, 3, 12, 12)
