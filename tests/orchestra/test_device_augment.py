@@ -35,10 +35,10 @@ from orchestra.jobstate.job_dir import prepare_job_dir
 PRE_REFACTOR = "1a4aff7d37df1db871fa1e91a8abd7e914efe936"  # the last commit with the single-step augment_batch
 TRAIN, BATCH, VIEWS, LOCAL = 256, 48, 2, 3
 # Since issue 14 (A3) colour jitter folds brightness, contrast and saturation into one affine map per image, which
-# rounds differently from the three steps PRE_REFACTOR took (measured at most 2.4e-7 on [0, 1] pixels). The views go
+# rounds differently from the three steps PRE_REFACTOR took (measured up to 3.5e-7 on [0, 1] pixels). The views go
 # through ``x * 2 - 1`` below, which doubles it; every later step (grayscale, blur, solarize at 0.5, clamp) is
 # continuous, so it cannot grow further. A wrong factor or a skipped image differs by 1e-2 or more.
-JITTER_ATOL = 1e-6
+JITTER_ATOL = 2e-6
 
 
 def _rgb(n: int = 96, size: int = 32) -> ImageArrays:
