@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="1,000 images, 4 batches, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="1,000 images, 2 batches, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.images, args.batches, args.repeats = 1000, 2, 1
