@@ -151,7 +151,11 @@ def jitter_(images: torch.Tensor, on: torch.Tensor, factors: torch.Tensor) -> to
     brightness, contrast, saturation = (_per_image(factors[index, i], images) for i in range(3))
     x = _take(images, index)
     grey = gray(x)
-    shift = brightness * grey.mean(dim=(2, 3), keepdim=True) * (1 - contrast)
+    # Mean of the row means, not one reduction over the image: on several threads torch splits a reduction with a
+    # single output (a chunk holding one jittered image) across them and rounds differently than with many outputs,
+    # which would let the chunking show in the views. Each of these two reductions keeps one order for any row count.
+    mean = grey.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+    shift = brightness * mean * (1 - contrast)
     grey = grey * ((1 - saturation) * brightness * contrast) + shift  # a new tensor: gray() may return x itself
     out = x.mul_(saturation * brightness * contrast).add_(grey).clamp_(0, 1)
     if out is not images:

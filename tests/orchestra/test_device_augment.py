@@ -297,3 +297,23 @@ def test_building_the_views_in_chunks_of_rows_changes_no_bit(monkeypatch):
     monkeypatch.setattr(views, "CPU_CHUNK", 5)  # a last chunk of 1 row
     _assert_same(builder(raw), chunked)
     assert chunked["image"].shape == (VIEWS * 21, 3, 24, 24) and chunked["local_image"].shape == (LOCAL * 21, 3, 12, 12)
+
+
+def test_one_image_alone_gets_the_views_it_gets_in_a_batch_at_full_size_on_two_threads():
+    # A chunk (or a rank's shard) may hold a single image; at 224 px its reductions are big enough for torch to split
+    # them across threads, which must not change a bit of the view
+    spec = PRESETS["byol_natural"].for_view(0)  # jitter, grayscale, blur on every image
+    images = torch.rand(4, 3, 230, 230, generator=torch.Generator().manual_seed(2))
+    params = draw_view(spec, 4, 3, torch.Generator().manual_seed(6))
+    params.jitter_on = torch.ones(4)
+    from orchestra.data.augment_ops import apply_view
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        whole = apply_view(images, spec, params, 224)
+        for row in range(4):
+            alone = apply_view(images[row:row + 1], spec, params.rows(torch.tensor([row])), 224)
+            assert torch.equal(alone[0], whole[row]), row
+    finally:
+        torch.set_num_threads(threads)
