@@ -74,7 +74,7 @@ def search_spec(sweep_dir: Path) -> dict[str, Any] | None:
     """The manifest's search section when the sweep is a search sweep, else None (a grid sweep)."""
     try:
         data = json.loads((Path(sweep_dir) / manifest.MANIFEST).read_bytes())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested beyond the parser
         return None  # the grid reader names what is wrong with the file
     if not isinstance(data, dict) or data.get("kind") != "search":
         return None

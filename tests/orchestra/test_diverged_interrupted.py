@@ -102,7 +102,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     """The members each resume hands to the launcher (which here starts nothing)."""
     calls: list[list[int]] = []
 
-    def launch(sweep_dir, members, settings, on_end):
+    def launch(sweep_dir, members, settings, on_end, entry=None):
         calls.append([member.index for member in members])
         return 0
 
