@@ -216,8 +216,38 @@ def blur_(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max_sigm
     # 8-image chunks of 224 px (issue 14): 26 ms against 30-33 ms for a 13-tap separable conv or shift-and-add.
     rows = blur_matrices(kernel, height).unsqueeze(1)
     cols = blur_matrices(kernel, width).transpose(1, 2).unsqueeze(1)
-    _set_rows(images, chosen, rows @ _take(images, chosen) @ cols)
+    _set_rows(images, chosen, _banded_product(rows, _take(images, chosen), cols, radius))
     return images
+
+
+BAND_BLOCK = 32  # output rows (columns) per block of the CPU's banded product
+
+
+def _band(start: int, size: int, radius: int) -> tuple[int, int, int]:
+    """A block's end and the source range [low, high) its outputs read."""
+    stop = min(size, start + BAND_BLOCK)
+    return stop, max(0, start - radius), min(size, stop + radius)
+
+
+def _banded_product(rows: torch.Tensor, x: torch.Tensor, cols: torch.Tensor, radius: int) -> torch.Tensor:
+    """``rows @ x @ cols`` for blur matrices, which are zero beyond ``radius`` of the diagonal (reflection included).
+
+    On a CPU, in blocks of ``BAND_BLOCK`` output rows, each block multiplying only the ``BAND_BLOCK + 2 * radius``
+    source rows it reads: at 224 px and radius 6 a fifth of the full product's multiply-adds. Elsewhere (a GPU, or
+    images too small to gain) the full product, one kernel. Both add the same non-zero terms.
+    """
+    height, width = x.shape[-2:]
+    if x.device.type != "cpu" or min(height, width) < 4 * BAND_BLOCK:
+        return rows @ x @ cols
+    left = torch.empty_like(x)
+    for start in range(0, height, BAND_BLOCK):
+        stop, low, high = _band(start, height, radius)
+        torch.matmul(rows[..., start:stop, low:high], x[..., low:high, :], out=left[..., start:stop, :])
+    out = torch.empty_like(x)
+    for start in range(0, width, BAND_BLOCK):
+        stop, low, high = _band(start, width, radius)
+        torch.matmul(left[..., :, low:high], cols[..., low:high, start:stop], out=out[..., :, start:stop])
+    return out
 
 
 def apply_blur(images: torch.Tensor, on: torch.Tensor, sigmas: torch.Tensor, max_sigma: float) -> torch.Tensor:

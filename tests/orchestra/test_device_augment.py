@@ -317,3 +317,23 @@ def test_one_image_alone_gets_the_views_it_gets_in_a_batch_at_full_size_on_two_t
             assert torch.equal(alone[0], whole[row]), row
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("height,width,max_sigma", [(224, 224, 2.0), (160, 288, 2.0), (128, 200, 20.0)])
+def test_banded_blur_product_equals_the_full_product(height, width, max_sigma):
+    # the CPU's blocked product skips only the zeros beyond the band (reflection at the borders included)
+    from orchestra.data import augment_ops
+
+    gen = torch.Generator().manual_seed(height + width)
+    images = torch.rand(5, 3, height, width, generator=gen)
+    on = torch.tensor([True, False, True, True, True])
+    sigmas = 0.1 + torch.rand(5, generator=gen) * (max_sigma - 0.1)
+    banded = augment_ops.apply_blur(images, on, sigmas, max_sigma)
+    full = augment_ops._banded_product
+    try:
+        augment_ops._banded_product = lambda rows, x, cols, radius: rows @ x @ cols
+        expected = augment_ops.apply_blur(images, on, sigmas, max_sigma)
+    finally:
+        augment_ops._banded_product = full
+    assert torch.allclose(banded, expected, rtol=0, atol=1e-6)
+    assert torch.equal(banded[1], images[1]) and not torch.equal(banded[0], images[0])
