@@ -23,7 +23,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 """
 
 
-def _table(headers: list[str], lines: list[list[str]], text_columns: int, state_column: int | None) -> str:
+def table_html(headers: list[str], lines: list[list[str]], text_columns: int, state_column: int | None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = []
     for line in lines:
@@ -32,6 +32,16 @@ def _table(headers: list[str], lines: list[list[str]], text_columns: int, state_
                         for i, c in enumerate(line))
         body.append(f'<tr class="{escape(state)}">{cells}</tr>')
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def figures_html(figures: dict[str, bytes]) -> list[str]:
+    """Each PNG embedded as base64 with its name as the caption, so the page needs no other file."""
+    parts = []
+    for name, png in figures.items():
+        data = base64.b64encode(png).decode("ascii")
+        parts.append(f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{escape(name)}</figcaption></figure>")
+    return parts
 
 
 def render(report: Report, figures: dict[str, bytes]) -> str:
@@ -46,19 +56,16 @@ def render(report: Report, figures: dict[str, bytes]) -> str:
         f'<p class="verdict">{escape(report.verdict_text())}</p>',
         *(f'<p class="warning">warning: {escape(w)}</p>' for w in report.rows.warnings),
         "<h2>Configurations (top-1 on the validation split, last validation)</h2>",
-        _table(headers, report.cells(), headers.index("n"), state_column),
+        table_html(headers, report.cells(), headers.index("n"), state_column),
     ]
     if report.failed:
         parts.append("<h2>Failed and diverged members</h2><ul>")
         parts += [f"<li>member {m.index} ({escape(m.label)}) {m.state}: {escape(m.error or 'no error recorded')}</li>"
                   for m in report.failed]
         parts.append("</ul>")
-    parts += ["<h2>Members</h2>", _table(member_headers, members, 2, member_headers.index("state")),
+    parts += ["<h2>Members</h2>", table_html(member_headers, members, 2, member_headers.index("state")),
               "<h2>Figures</h2>"]
-    for name, png in figures.items():
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{escape(name)}</figcaption></figure>")
+    parts += figures_html(figures)
     parts += ["<h2>Evaluation protocol</h2><ul>", *(f"<li>{escape(line)}</li>" for line in report.protocol_lines()),
               "</ul></body></html>"]
     return "\n".join(parts)

@@ -3,7 +3,6 @@ printing the strings ``search_summary`` computed once."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 from html import escape
@@ -15,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from launch.atomic import atomic_write, write_text
-from orchestra.reporting.html_page import STYLE, _table
+from orchestra.reporting.html_page import STYLE, figures_html, table_html
 from orchestra.reporting.render_table import STATE_STYLES
 from orchestra.reporting.search_plots import draw_search
 from orchestra.reporting.search_summary import SearchReport, build_search
-from orchestra.reporting.text_formats import _markdown_table
+from orchestra.reporting.text_formats import markdown_table
 
 STYLES = {**STATE_STYLES, "PRUNED": "magenta"}
 CSV_FIELDS = ("trial", "state", "objective", "value_when_pruned", "pruned_at_epoch", "pruned_at_step", "max_epochs",
@@ -70,7 +69,7 @@ def markdown(report: SearchReport, figures: list[str], found: tuple[dict[str, fl
         parts += ["Reproduce the best trial:", "", "```", report.reproduce_text(), "```", ""]
     parts += [*(f"> warning: {w}" for w in report.rows.warnings), "",
               f"## Trials (sorted by {report.rows.metric}, {report.rows.direction})", "",
-              _markdown_table(report.headers(), report.cells()), "", "## Pruning", "", report.pruning_text(), "",
+              markdown_table(report.headers(), report.cells()), "", "## Pruning", "", report.pruning_text(), "",
               "## Parameter importance", "", *(f"- {line}" for line in importance_lines(found)), "",
               "## Figures", "", *(f"![{name}]({name})" for name in figures), "",
               "## Protocol", "", *(f"- {line}" for line in report.protocol_lines()), ""]
@@ -88,13 +87,10 @@ def html(report: SearchReport, figures: dict[str, bytes], found: tuple[dict[str,
         parts.append(f"<p>Reproduce the best trial:</p><pre>{escape(report.reproduce_text())}</pre>")
     parts += [*(f'<p class="warning">warning: {escape(w)}</p>' for w in report.rows.warnings),
               f"<h2>Trials (sorted by {escape(report.rows.metric)}, {escape(report.rows.direction)})</h2>",
-              _table(headers, report.cells(), 2 + len(report.param_keys), 1),
+              table_html(headers, report.cells(), 2 + len(report.param_keys), 1),
               f"<h2>Pruning</h2><p>{escape(report.pruning_text())}</p>", "<h2>Parameter importance</h2><ul>",
               *(f"<li>{escape(line)}</li>" for line in importance_lines(found)), "</ul><h2>Figures</h2>"]
-    for name, png in figures.items():
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f'<figure><img alt="{escape(name)}" src="data:image/png;base64,{data}">'
-                     f"<figcaption>{escape(name)}</figcaption></figure>")
+    parts += figures_html(figures)
     parts += ["<h2>Protocol</h2><ul>", *(f"<li>{escape(line)}</li>" for line in report.protocol_lines()),
               "</ul></body></html>"]
     return "\n".join(parts)

@@ -12,7 +12,7 @@ CSV_FIELDS = ("member", "job_dir", "state", "attempts", "knn_top1", "probe_top1"
               "device_hours", "peak_memory_mb", "error")
 
 
-def _markdown_table(headers: list[str], lines: list[list[str]]) -> str:
+def markdown_table(headers: list[str], lines: list[list[str]]) -> str:
     def escape(cell: str) -> str:
         return cell.replace("|", "\\|").replace("\n", " ")
 
@@ -43,14 +43,14 @@ def markdown(report: Report, figures: list[str]) -> str:
     for warning in report.rows.warnings:
         parts += [f"> warning: {warning}", ""]
     parts += ["## Configurations (top-1 on the validation split, last validation)", "",
-              _markdown_table(report.headers(), report.cells()), ""]
+              markdown_table(report.headers(), report.cells()), ""]
     if report.failed:
         parts += ["## Failed and diverged members", ""]
         parts += [f"- member {m.index} ({m.label}) {m.state}: {m.error or 'no error recorded; see its log.txt'}"
                   for m in report.failed]
         parts.append("")
     headers, lines = member_lines(report)
-    parts += ["## Members", "", _markdown_table(headers, lines), ""]
+    parts += ["## Members", "", markdown_table(headers, lines), ""]
     parts += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     parts += ["## Evaluation protocol", ""] + [f"- {line}" for line in report.protocol_lines()] + [""]
     return "\n".join(parts)

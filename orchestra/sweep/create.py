@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from launch import manifest
-from launch.launcher import SchedulerError, launcher_for
+from launch.launcher import Launcher, SchedulerError, launcher_for
 from orchestra.errors import UserError
 from orchestra.jobstate.job_dir import stamp, unique_dir, write_job_config
 
@@ -70,6 +70,21 @@ def _refuse_swept_allocation(swept: list[str]) -> None:
                         f"job array of one shape; run one sweep per value (e.g. {shaped[0]}=<one value>)")
 
 
+def print_script(runner: Launcher, sweep_dir: Path, launcher: dict, count: int) -> None:
+    """A dry run's sbatch script, for launchers that have one."""
+    script = runner.script(sweep_dir, launcher, count)
+    if script:
+        print("\nsbatch script:\n" + script)
+
+
+def check_launcher(runner: Launcher, launcher: dict) -> None:
+    """The launcher's own readiness check (e.g. SLURM reachable) as one line, before anything is written."""
+    try:
+        runner.check(launcher)
+    except SchedulerError as err:
+        raise UserError(str(err)) from None
+
+
 def sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int:
     from orchestra.config.compose import SECRET_KEY, expand, redact_overrides
     from orchestra.config.members import MemberConfigs
@@ -98,14 +113,9 @@ def sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int:
         print(f"sweep directory: {sweep_dir}  ({len(members)} members, launcher={launcher['name']})")
         for entry in entries:
             print(f"  [{entry.index}] {' '.join(entry.overrides)}  ->  {entry.job_dir}")
-        script = runner.script(sweep_dir, launcher, len(entries))
-        if script:
-            print("\nsbatch script:\n" + script)
+        print_script(runner, sweep_dir, launcher, len(entries))
         return 0
-    try:
-        runner.check(launcher)
-    except SchedulerError as err:
-        raise UserError(str(err)) from None
+    check_launcher(runner, launcher)
     resolved = [configs.resolved(entry.index, job_dir=entry.job_dir) for entry in entries]  # all, before writing
     for entry, container in zip(entries, resolved, strict=True):
         write_job_config(Path(entry.job_dir), container)

@@ -14,10 +14,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from launch import manifest
-from launch.launcher import SchedulerError, launcher_for
-from orchestra.errors import UserError
+from launch.launcher import launcher_for
 from orchestra.jobstate.job_dir import stamp, unique_dir
-from orchestra.sweep.create import WORKER_ENTRY, SweepEnded, _refuse_swept_allocation, launch_members
+from orchestra.sweep.create import (
+    WORKER_ENTRY,
+    SweepEnded,
+    _refuse_swept_allocation,
+    check_launcher,
+    launch_members,
+    print_script,
+)
 
 
 def search_sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int:
@@ -49,14 +55,9 @@ def search_sweep(overrides: list[str], dry_run: bool, on_end: SweepEnded) -> int
         print(f"  space: {space}")
         for worker in workers:
             print(f"  [worker {worker.index}] {' '.join(WORKER_ENTRY[1:])} {worker.job_dir}")
-        script = runner.script(sweep_dir, launcher, len(workers))
-        if script:
-            print("\nsbatch script:\n" + script)
+        print_script(runner, sweep_dir, launcher, len(workers))
         return 0
-    try:
-        runner.check(launcher)
-    except SchedulerError as err:
-        raise UserError(str(err)) from None
+    check_launcher(runner, launcher)
     for worker in workers:
         Path(worker.job_dir).mkdir(parents=True)
     save_overrides(sweep_dir, search.space.fixed)
